@@ -1,0 +1,59 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Relative positional encoding of the bottleneck self-attention.
+
+The encoding of a token pair is ``P[i, j] = ½·[X(x_i − x_j), Y(y_i − y_j)]``: it
+only depends on the column offset and the row offset. We never build the
+``L×L×32`` tensor: attention weights are first summed over key rows (for X) or
+key columns (for Y), which leaves ``L×w`` and ``L×h`` maps to combine with small
+``w×w×16`` / ``h×h×16`` offset tables.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+_NUM_CENTRES = 16
+_SIGMA = 5.0 / 32.0
+_PI_APPROX = 3.1415  # the constant the published weights were trained with, not math.pi
+
+
+def _sinc(t: torch.Tensor) -> torch.Tensor:
+    scaled = _PI_APPROX * t
+    safe = torch.where(t.abs() < 1e-6, torch.ones_like(t), scaled)
+    return torch.where(t.abs() < 1e-6, torch.ones_like(t), torch.sin(safe) / safe)
+
+
+@functools.lru_cache(maxsize=32)
+def _offset_table_cpu(size: int) -> torch.Tensor:
+    """``R[a, b] = T[a − b + size − 1]``: the 16-channel code of every offset, ``size×size×16``."""
+    samples = torch.tanh(torch.linspace(-3.0, 3.0, 2 * size + 1, dtype=torch.float64))
+    centres = torch.linspace(-1.0, 1.0, _NUM_CENTRES, dtype=torch.float64)
+    table = _sinc((centres[None, :] - samples[:, None]) / _SIGMA)
+    table = table / table.norm(dim=1, keepdim=True)
+    index = torch.arange(size)
+    offsets = index[:, None] - index[None, :] + size - 1
+    return table[offsets].float()
+
+
+def offset_table(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The offset code table for a grid side of ``size`` tokens, cached per size."""
+    return _offset_table_cpu(size).to(device=device, dtype=dtype)
+
+
+def relative_position_term(attention: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``Σ_j A[i, j]·P[i, j, :]`` for attention weights ``A`` of shape ``…×L×L``.
+
+    Returns ``…×L×32`` (X code first, then Y code), with ``L = height·width``
+    tokens in row-major order.
+    """
+    *batch, length, _ = attention.shape
+    grid = attention.reshape(*batch, height, width, height, width)  # …, yi, xi, yj, xj
+    dtype, device = attention.dtype, attention.device
+    along_x = torch.einsum("...ijm,jmc->...ijc", grid.sum(dim=-2),
+                           offset_table(width, device, dtype))
+    along_y = torch.einsum("...ijn,inc->...ijc", grid.sum(dim=-1),
+                           offset_table(height, device, dtype))
+    term = torch.cat((along_x, along_y), dim=-1) * 0.5
+    return term.reshape(*batch, length, 2 * _NUM_CENTRES)
