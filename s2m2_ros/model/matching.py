@@ -61,9 +61,15 @@ class DispInit(nn.Module):
 
         With ``positivity`` a left pixel may only match right columns at or left
         of its own (disparity ≥ 0)."""
-        normed = self.layer_norm(features.permute(0, 2, 3, 1))
-        left, right = normed.chunk(2, dim=0)            # B×h×w×C
-        cv = left @ right.transpose(-2, -1)              # B×h×w(left i)×w(right j)
+        # Matching runs in float32 even under autocast: the transport's argmax and
+        # exponentials are where reduced precision would flip matches.
+        with torch.autocast(features.device.type, enabled=False):
+            normed = self.layer_norm(features.float().permute(0, 2, 3, 1))
+            left, right = normed.chunk(2, dim=0)            # B×h×w×C
+            cv = left @ right.transpose(-2, -1)              # B×h×w(left i)×w(right j)
+            return self._match(cv, positivity)
+
+    def _match(self, cv: torch.Tensor, positivity: bool) -> tuple[torch.Tensor, ...]:
         width = cv.shape[-1]
         scores = cv
         if positivity:
