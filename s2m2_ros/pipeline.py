@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from .cloud import build_cloud
+from .cloud import cloud_from_depth
 from .conversions import (
     ImageConversionError,
     array_to_image,
@@ -32,7 +32,8 @@ from .geometry import (
     depth_from_disparity,
     disparity_image_fields,
     fill_invalid_disparity,
-    points_from_depth,
+    nan_where_invalid,
+    validity_mask,
 )
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
@@ -184,11 +185,9 @@ def build_products(pair: PreparedPair, result: StereoResult, header: object,
     camera = pair.camera
     thresholds = settings.thresholds
     depth_m = depth_from_disparity(result.disparity, camera)
-    from .geometry import validity_mask  # local: keeps the public import list above short
-
     valid = validity_mask(result.disparity, result.visibility, result.confidence, depth_m,
                           thresholds)
-    depth_m[~valid] = np.nan
+    nan_where_invalid(depth_m, ~valid)
     statistics = frame_statistics(result, valid, thresholds)
     timings["validity_depth"] = (time.perf_counter() - started) * 1e3
 
@@ -196,15 +195,14 @@ def build_products(pair: PreparedPair, result: StereoResult, header: object,
     wanted = settings.outputs
     if "points" in wanted:
         started = time.perf_counter()
-        points = points_from_depth(depth_m, camera)
         colors = None
         if settings.use_color:
             colors = pair.left_pixels
             if colors.ndim == 3 and colors.dtype != np.uint8:
                 colors = (colors >> 8).astype(np.uint8)
         color_order = "bgr" if pair.left_order == "bgr" else "rgb"
-        layout = build_cloud(points, None, colors, organized=not settings.dense_cloud,
-                             color_order=color_order)
+        layout = cloud_from_depth(depth_m, camera, None, colors,
+                                  organized=not settings.dense_cloud, color_order=color_order)
         timings["cloud"] = (time.perf_counter() - started) * 1e3
         started = time.perf_counter()
         messages["points"] = make_point_cloud2(layout, header)
