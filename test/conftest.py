@@ -1,0 +1,59 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared fixtures: the repository, ../shared, and a ROS environment for subprocesses."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _apply_ros_defaults() -> None:
+    """Keep DDS on this machine and off other runs' domains, however pytest was started.
+
+    scripts/run_tests.sh sets these (and runs inside a private network
+    namespace); a bare `pytest` gets the same safety net here, before any
+    test imports rclpy.
+    """
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # The pip route installs share files and the ament index into the venv.
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    if sys.prefix not in prefixes:
+        os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *prefixes])
+
+
+_apply_ros_defaults()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository checkout the tests belong to."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ../shared folder beside the repository; skips when absent."""
+    path = REPO_ROOT.parent / "shared"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (shared material lies beside the repository)")
+    return path
+
+
+@pytest.fixture
+def ros_env() -> dict[str, str]:
+    """Environment for a subprocess that joins this test's ROS graph.
+
+    Same domain, RMW and discovery range as the test process; unbuffered
+    output so a failing child's last words reach the test.
+    """
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
