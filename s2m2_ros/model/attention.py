@@ -13,6 +13,8 @@ from torch import nn
 
 from .position import relative_position_term
 
+_MAX_ATTENTION_ELEMENTS = 1 << 25  # 128 MiB of float32 weights per chunk
+
 
 def _layer_norm(dim: int) -> nn.LayerNorm:
     # Attention-side norms carry no affine parameters in the published weights.
@@ -47,9 +49,24 @@ class SelfAttn(nn.Module):
         if grid is None or not hasattr(self, "pe_proj"):
             out = F.scaled_dot_product_attention(q, k, v)
         else:
-            weights = torch.softmax((q * self.head_dim ** -0.5) @ k.transpose(-2, -1), dim=-1)
-            out = weights @ v + self.pe_proj(relative_position_term(weights, *grid))
+            out = self._attend_with_position(q, k, v, grid)
         return self.proj(out.transpose(-3, -2).flatten(-2))
+
+    def _attend_with_position(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              grid: tuple[int, int]) -> torch.Tensor:
+        """Explicit attention (the position term needs the weights), in query chunks
+        so the weight matrix stays under ``_MAX_ATTENTION_ELEMENTS`` at any image size."""
+        length = k.shape[-2]
+        per_query = length * q[..., 0, 0].numel()
+        chunk = max(1, _MAX_ATTENTION_ELEMENTS // per_query)
+        keys_t = k.transpose(-2, -1)
+        outputs = []
+        for start in range(0, q.shape[-2], chunk):
+            queries = q[..., start:start + chunk, :] * self.head_dim ** -0.5
+            weights = torch.softmax(queries @ keys_t, dim=-1)
+            position = relative_position_term(weights, *grid, query_start=start)
+            outputs.append(weights @ v + self.pe_proj(position))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-2)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         return self.attend(x, x, grid)

@@ -4,8 +4,8 @@
 The encoding of a token pair is ``P[i, j] = ½·[X(x_i − x_j), Y(y_i − y_j)]``: it
 only depends on the column offset and the row offset. We never build the
 ``L×L×32`` tensor: attention weights are first summed over key rows (for X) or
-key columns (for Y), which leaves ``L×w`` and ``L×h`` maps to combine with small
-``w×w×16`` / ``h×h×16`` offset tables.
+key columns (for Y), which leaves ``L×w`` and ``L×h`` maps to combine with each
+query's row of the small ``w×w×16`` / ``h×h×16`` offset tables.
 """
 
 from __future__ import annotations
@@ -42,18 +42,21 @@ def offset_table(size: int, device: torch.device, dtype: torch.dtype) -> torch.T
     return _offset_table_cpu(size).to(device=device, dtype=dtype)
 
 
-def relative_position_term(attention: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``Σ_j A[i, j]·P[i, j, :]`` for attention weights ``A`` of shape ``…×L×L``.
+def relative_position_term(attention: torch.Tensor, height: int, width: int,
+                           query_start: int = 0) -> torch.Tensor:
+    """``Σ_j A[i, j]·P[i, j, :]`` for attention weights ``A`` of shape ``…×Lq×L``.
 
-    Returns ``…×L×32`` (X code first, then Y code), with ``L = height·width``
-    tokens in row-major order.
+    Keys are all ``L = height·width`` tokens in row-major order; the ``Lq`` query
+    rows are tokens ``query_start … query_start + Lq − 1`` (a chunk of queries
+    keeps the attention matrix small). Returns ``…×Lq×32`` (X code, then Y code).
     """
-    *batch, length, _ = attention.shape
-    grid = attention.reshape(*batch, height, width, height, width)  # …, yi, xi, yj, xj
+    *batch, num_queries, _ = attention.shape
+    keys = attention.reshape(*batch, num_queries, height, width)  # …, query, yj, xj
     dtype, device = attention.dtype, attention.device
-    along_x = torch.einsum("...ijm,jmc->...ijc", grid.sum(dim=-2),
-                           offset_table(width, device, dtype))
-    along_y = torch.einsum("...ijn,inc->...ijc", grid.sum(dim=-1),
-                           offset_table(height, device, dtype))
-    term = torch.cat((along_x, along_y), dim=-1) * 0.5
-    return term.reshape(*batch, length, 2 * _NUM_CENTRES)
+    query = torch.arange(query_start, query_start + num_queries, device=device)
+    # Each query's row of the offset tables: num_queries×width×16 and num_queries×height×16.
+    codes_x = offset_table(width, device, dtype)[query % width]
+    codes_y = offset_table(height, device, dtype)[query // width]
+    along_x = torch.einsum("...qm,qmc->...qc", keys.sum(dim=-2), codes_x)
+    along_y = torch.einsum("...qn,qnc->...qc", keys.sum(dim=-1), codes_y)
+    return torch.cat((along_x, along_y), dim=-1) * 0.5
