@@ -214,6 +214,19 @@ def test_disp_init_negative_shift_needs_allow_negative() -> None:
     assert (positive >= -1.0 - 1e-3).all()
 
 
+def test_matching_in_row_chunks_equals_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import s2m2_ros.model.matching as matching
+
+    features = torch.randn(2, 16, 6, 12)
+    matcher = DispInit(16).eval()
+    with torch.inference_mode():
+        whole = matcher(features, True)
+        monkeypatch.setattr(matching, "_MAX_PLAN_ELEMENTS", 13 * 13 * 4)  # 4 rows a chunk
+        chunked = matcher(features, True)
+    for a, b in zip(whole, chunked, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_cost_lookup_interpolates_rows() -> None:
     batch, height, width = 1, 2, 8
     cv = torch.randn(batch, height, width, width)

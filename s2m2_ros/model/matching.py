@@ -13,6 +13,7 @@ from torch import nn
 _INFEASIBLE = -1e4
 _SINKHORN_ITERATIONS = 3
 _WINDOW_RADIUS = 2  # columns each side of the best match used for the sub-pixel estimate
+_MAX_PLAN_ELEMENTS = 1 << 24  # per chunk of rows: 64 MiB of float32 transport plan
 
 
 def _log_sum_exp(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -67,9 +68,21 @@ class DispInit(nn.Module):
             normed = self.layer_norm(features.float().permute(0, 2, 3, 1))
             left, right = normed.chunk(2, dim=0)            # B×h×w×C
             cv = left @ right.transpose(-2, -1)              # B×h×w(left i)×w(right j)
-            return self._match(cv, positivity)
+            # Rows are independent: transport a few at a time so the plan and its
+            # temporaries stay small next to the volume itself at any image size.
+            batch, height, width, _ = cv.shape
+            rows = cv.reshape(batch * height, width, width)
+            chunk = max(1, _MAX_PLAN_ELEMENTS // (width + 1) ** 2)
+            results = [self._match(rows[start:start + chunk], positivity)
+                       for start in range(0, rows.shape[0], chunk)]
+            disparity, confidence, visibility = (
+                torch.cat(maps).reshape(batch, 1, height, width)
+                for maps in zip(*results, strict=True))
+            return disparity, confidence, visibility, cv
 
-    def _match(self, cv: torch.Tensor, positivity: bool) -> tuple[torch.Tensor, ...]:
+    @staticmethod
+    def _match(cv: torch.Tensor, positivity: bool) -> tuple[torch.Tensor, ...]:
+        """Disparity, confidence and visibility (R×w each) for R rows of scores (R×w×w)."""
         width = cv.shape[-1]
         scores = cv
         if positivity:
@@ -90,7 +103,7 @@ class DispInit(nn.Module):
         left_column = torch.arange(width, device=cv.device, dtype=match.dtype)
         disparity = left_column - match
         visibility = plan.sum(dim=-1)
-        return (disparity.unsqueeze(1), confidence.unsqueeze(1), visibility.unsqueeze(1), cv)
+        return disparity, confidence, visibility
 
 
 class CostLookup:
