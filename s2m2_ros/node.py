@@ -23,6 +23,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -127,7 +128,12 @@ class StereoNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         for spec in NODE_PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            try:
+                self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            except ParameterException as error:  # an override of the wrong type or range
+                # rclpy's text ends in ": <name>" and may wrap the reason; keep the reason.
+                reason = str(error).removesuffix(f": {spec.name}").split("Reason: ", 1)[-1]
+                raise StartupError(f"parameter {spec.name}: {reason}") from None
         self._params = {spec.name: self.get_parameter(spec.name).value
                         for spec in NODE_PARAMETERS}
         for spec in NODE_PARAMETERS:
@@ -170,19 +176,20 @@ class StereoNode(Node):
         self._mailbox_ready = threading.Condition()
         self._running = True
         self._frames_processed = 0
-        self._frames_dropped = 0
+        self._frames_dropped = 0  # replaced in the mailbox before the worker took them
+        self._frames_failed = 0  # taken by the worker but unusable (InputError) or failed
         self._idle_skipped = 0
         self._was_idle = False
         self._bad_input_counts: dict[str, int] = {}
         self._last_warning_s: dict[str, float] = {}
         self._recent: deque[tuple[float, float]] = deque(maxlen=200)  # (done_s, latency_s)
         self._synchronizer = self._create_inputs()
+        self._status_timer: Any = None
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._work, name="s2m2_inference", daemon=True)
         self._worker.start()
-        period = self._params["status_period_s"]
-        self._status_timer = self.create_timer(period, self._log_rate) if period > 0 else None
+        self._restart_status_timer()
         self._publisher_count_timer = self.create_timer(1.0, self._update_publisher_counts)
 
         describe = getattr(self._backend, "describe", lambda: {"model": "SGBM"})()
@@ -238,7 +245,18 @@ class StereoNode(Node):
         self._apply_backend_options(updated)
         self._monitor.max_latency_s = updated["max_latency_s"]
         self._monitor.input_timeout_s = updated["input_timeout_s"]
+        self._restart_status_timer()
         return SetParametersResult(successful=True)
+
+    def _restart_status_timer(self) -> None:
+        """(Re)create the rate log timer for the current ``status_period_s``."""
+        period = self._params["status_period_s"]
+        timer = self._status_timer
+        if timer is not None:
+            if timer.timer_period_ns == round(period * 1e9):
+                return
+            self.destroy_timer(timer)
+        self._status_timer = self.create_timer(period, self._log_rate) if period > 0 else None
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -285,11 +303,15 @@ class StereoNode(Node):
         return seen
 
     def _has_subscribers(self) -> bool:
+        """Whether anyone listens to an enabled output.
+
+        The status topic does not count: it only describes processing, so a monitor
+        watching it (``ros2 topic echo ~/status``) must not make the node infer for
+        nobody.
+        """
         counted = [self._outputs[name] for name in OUTPUTS if name in self._settings.outputs]
         if "depth" in self._settings.outputs:
             counted.append(self._outputs["depth_info"])
-        if self._status_publisher is not None:
-            counted.append(self._status_publisher)
         return any(publisher.get_subscription_count() > 0 for publisher in counted)
 
     def _on_synchronized(self, left: Image, right: Image, left_info: CameraInfo,
@@ -330,10 +352,18 @@ class StereoNode(Node):
             try:
                 self._process(pair)
             except InputError as error:
+                self._frame_failed()
                 self._warn_bad_input(error.kind, str(error))
             except Exception as error:  # one bad frame must not stop the node
+                self._frame_failed()
                 self._warn_bad_input("processing", f"frame failed: {type(error).__name__}: "
                                                    f"{error}")
+
+    def _frame_failed(self) -> None:
+        # A rejected pair is a dropped pair (StereoStatus.frames_dropped: "queue full,
+        # unsynchronized or failed"; HealthMonitor.on_drop: "busy, failed or incomplete").
+        self._frames_failed += 1
+        self._monitor.on_drop()
 
     def _process(self, pair: _Pair) -> None:
         started = time.monotonic()
@@ -384,11 +414,17 @@ class StereoNode(Node):
         status.baseline_m = float(products.camera.baseline_m)
         status.focal_length_px = float(products.camera.fx)
         status.frames_processed = self._frames_processed
-        status.frames_dropped = self._frames_dropped + self._synchronizer_drops()
+        status.frames_dropped = self.frames_dropped
         self._status_publisher.publish(status)
 
     def _synchronizer_drops(self) -> int:
-        return int(getattr(self._synchronizer, "dropped", 0))
+        """Pairs the synchronizer discarded incomplete or too late.
+
+        It counts messages per input; a lost pair costs one message on each input that
+        had one, so the input with the most drops is the number of pairs lost.
+        """
+        per_input = getattr(self._synchronizer, "dropped_per_input", None)
+        return int(max(per_input)) if per_input else 0
 
     def _warn_bad_input(self, kind: str, message: str) -> None:
         self._bad_input_counts[kind] = self._bad_input_counts.get(kind, 0) + 1
@@ -408,7 +444,7 @@ class StereoNode(Node):
         self.get_logger().info(
             f"{len(window) / period:.2f} Hz, latency median {window[len(window) // 2] * 1e3:.0f}"
             f" ms, max {window[-1] * 1e3:.0f} ms; {self._frames_processed} processed, "
-            f"{self._frames_dropped + self._synchronizer_drops()} dropped")
+            f"{self.frames_dropped} dropped")
 
     def stop(self) -> None:
         """Stop the worker thread (called before the node is destroyed)."""
@@ -423,7 +459,9 @@ class StereoNode(Node):
 
     @property
     def frames_dropped(self) -> int:
-        return self._frames_dropped
+        """Pairs not published: replaced while waiting, lost in the synchronizer, or
+        rejected as bad input."""
+        return self._frames_dropped + self._frames_failed + self._synchronizer_drops()
 
 
 def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:

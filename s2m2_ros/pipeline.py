@@ -169,12 +169,16 @@ def frame_statistics(result: StereoResult, valid: np.ndarray,
 
 
 def depth_image(depth_m: np.ndarray, valid: np.ndarray, encoding: str) -> np.ndarray:
-    """REP 118 depth: float metres with NaN, or uint16 millimetres with 0, where invalid."""
+    """REP 118 depth: float metres with NaN, or uint16 millimetres with 0, where invalid.
+
+    In 16UC1 a depth that rounds past 65535 mm cannot be written; it becomes 0
+    (invalid) rather than a saturated 65.535 m, which would be a wrong distance.
+    """
     if encoding == "32FC1":
         return depth_m  # already NaN wherever `valid` is False (see build_products)
-    millimetres = np.nan_to_num(depth_m * _MILLIMETRES_PER_METRE, nan=0.0)
-    millimetres = np.clip(np.rint(millimetres), 0, np.iinfo(np.uint16).max)
-    return np.where(valid, millimetres, 0).astype(np.uint16)
+    millimetres = np.rint(depth_m * _MILLIMETRES_PER_METRE)  # NaN stays NaN
+    representable = valid & (millimetres <= np.iinfo(np.uint16).max)  # NaN compares False
+    return np.where(representable, millimetres, 0).astype(np.uint16)
 
 
 def build_products(pair: PreparedPair, result: StereoResult, header: object,
