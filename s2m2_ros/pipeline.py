@@ -182,8 +182,13 @@ def depth_image(depth_m: np.ndarray, valid: np.ndarray, encoding: str) -> np.nda
 
 
 def build_products(pair: PreparedPair, result: StereoResult, header: object,
-                   left_info: CameraInfo, settings: OutputSettings) -> FrameProducts:
-    """Validity, depth, points and the output messages from one network result."""
+                   left_info: CameraInfo, settings: OutputSettings,
+                   disparity_step_px: float | None = None) -> FrameProducts:
+    """Validity, depth, points and the output messages from one network result.
+
+    ``disparity_step_px``: the backend's disparity quantisation for DisparityImage's
+    ``delta_d`` (SGBM: 1/16 px); None for a float network output.
+    """
     timings: dict[str, float] = {}
     started = time.perf_counter()
     camera = pair.camera
@@ -214,7 +219,8 @@ def build_products(pair: PreparedPair, result: StereoResult, header: object,
 
     started = time.perf_counter()
     if "disparity" in wanted:
-        fields = disparity_image_fields(camera, allow_negative=thresholds.allow_negative)
+        fields = disparity_image_fields(camera, allow_negative=thresholds.allow_negative,
+                                        delta_d_px=disparity_step_px)
         filled = fill_invalid_disparity(result.disparity, valid, fields["min_disparity"],
                                         camera.doffs)
         messages["disparity"] = make_disparity_image(filled, header, fields)
@@ -247,6 +253,7 @@ def process_frame(backend: StereoBackend, left: Image, right: Image, left_info: 
     started = time.perf_counter()
     result = backend.infer(pair.left_rgb, pair.right_rgb, color_order)
     network_ms = (time.perf_counter() - started) * 1e3
-    products = build_products(pair, result, left.header, left_info, settings)
+    products = build_products(pair, result, left.header, left_info, settings,
+                              getattr(backend, "disparity_step_px", None))
     products.timings_ms = {"convert": convert_ms, "network": network_ms, **products.timings_ms}
     return products

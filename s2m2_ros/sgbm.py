@@ -167,6 +167,8 @@ class SgbmBackend:
     """`StereoBackend` running OpenCV StereoSGBM on the CPU."""
 
     name = "sgbm"
+    # OpenCV's SGBM works in fixed point with 4 fractional bits.
+    disparity_step_px = 1.0 / 16.0
 
     def __init__(
         self,

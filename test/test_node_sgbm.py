@@ -88,7 +88,7 @@ def test_sgbm_publishes_every_output(rig: StereoRig) -> None:
     values = image_array(message.image)
     np.testing.assert_allclose(values[valid], d[valid], rtol=1e-6)
     assert np.all(values[~valid] < message.min_disparity)
-    assert message.delta_d > 0.0
+    assert message.delta_d == pytest.approx(1.0 / 16.0)  # OpenCV SGBM: 4 fractional bits
     assert message.t == pytest.approx(DEFAULT_CAMERA.baseline_m)
 
     depth = image_array(outputs["depth"])
