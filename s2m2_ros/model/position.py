@@ -25,8 +25,7 @@ def _sinc(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t.abs() < 1e-6, torch.ones_like(t), torch.sin(safe) / safe)
 
 
-@functools.lru_cache(maxsize=32)
-def _offset_table_cpu(size: int) -> torch.Tensor:
+def _build_offset_table(size: int) -> torch.Tensor:
     """``R[a, b] = T[a − b + size − 1]``: the 16-channel code of every offset, ``size×size×16``."""
     samples = torch.tanh(torch.linspace(-3.0, 3.0, 2 * size + 1, dtype=torch.float64))
     centres = torch.linspace(-1.0, 1.0, _NUM_CENTRES, dtype=torch.float64)
@@ -37,9 +36,20 @@ def _offset_table_cpu(size: int) -> torch.Tensor:
     return table[offsets].float()
 
 
+_cached_offset_table = functools.lru_cache(maxsize=32)(_build_offset_table)
+
+
 def offset_table(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The offset code table for a grid side of ``size`` tokens, cached per size."""
-    return _offset_table_cpu(size).to(device=device, dtype=dtype)
+    """The offset code table for a grid side of ``size`` tokens, cached per size.
+
+    Under torch.compile the table is traced (it becomes a constant of the graph),
+    since the compiler does not honour Python caches.
+    """
+    if torch.compiler.is_compiling():
+        table = _build_offset_table(size)
+    else:
+        table = _cached_offset_table(size)
+    return table.to(device=device, dtype=dtype)
 
 
 def relative_position_term(attention: torch.Tensor, height: int, width: int,
