@@ -13,6 +13,17 @@ from .layers import ConvBlock2D, FeatureFusion, down_conv, up_conv
 Pyramid = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+def _add_resampling(module: nn.Module, d0: int, d1: int, d2: int) -> None:
+    """The level-to-level convolutions both pyramids share (registered first, as in
+    the checkpoints): ``down_conv0..2`` (×½) and ``up_conv0..2`` (×2)."""
+    module.down_conv0 = down_conv(d0, d1)
+    module.down_conv1 = down_conv(d1, d2)
+    module.down_conv2 = down_conv(d2, d2)
+    module.up_conv0 = up_conv(d1, d0)
+    module.up_conv1 = up_conv(d2, d1)
+    module.up_conv2 = up_conv(d2, d2)
+
+
 class Unet(nn.Module):
     """Conv encoder/decoder over three levels with global attention at the bottleneck.
 
@@ -24,12 +35,7 @@ class Unet(nn.Module):
                  n_attn: int = 1) -> None:
         super().__init__()
         d0, d1, d2 = dims
-        self.down_conv0 = down_conv(d0, d1)
-        self.down_conv1 = down_conv(d1, d2)
-        self.down_conv2 = down_conv(d2, d2)
-        self.up_conv0 = up_conv(d1, d0)
-        self.up_conv1 = up_conv(d2, d1)
-        self.up_conv2 = up_conv(d2, d2)
+        _add_resampling(self, d0, d1, d2)
         self.concat_conv0 = FeatureFusion(d0, 1)
         self.concat_conv1 = FeatureFusion(d1, 1)
         self.concat_conv2 = FeatureFusion(d2, 1)
@@ -63,12 +69,7 @@ class MRT(nn.Module):
     def __init__(self, dims: list[int], expansion: int = 1) -> None:
         super().__init__()
         d0, d1, d2 = dims
-        self.down_conv0 = down_conv(d0, d1)
-        self.down_conv1 = down_conv(d1, d2)
-        self.down_conv2 = down_conv(d2, d2)
-        self.up_conv0 = up_conv(d1, d0)
-        self.up_conv1 = up_conv(d2, d1)
-        self.up_conv2 = up_conv(d2, d2)
+        _add_resampling(self, d0, d1, d2)
         self.down_concat1 = FeatureFusion(d1, 1)
         self.down_concat2 = FeatureFusion(d2, 1)
         self.down_concat3 = FeatureFusion(d2, 1)
