@@ -79,11 +79,29 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 32) -> tuple[torch.Ten
     # Interpolation kernels are not implemented for every reduced precision on
     # every device; blur in float32 and cast back.
     coarse = F.interpolate(source.float(), size=coarse_size, mode="area")
-    padded = F.interpolate(
-        coarse, size=(padded_height, padded_width), mode="bilinear", align_corners=False
-    ).to(source.dtype)
+    # The bilinear enlargement is separable, rows @ coarse @ colsᵀ; only the border
+    # strips are computed (the whole enlarged frame was most of the cost at 720p).
+    rows = _interpolation_matrix(padded_height, coarse_size[0], coarse)
+    cols = _interpolation_matrix(padded_width, coarse_size[1], coarse)
+    layout = (torch.channels_last if source.is_contiguous(memory_format=torch.channels_last)
+              else torch.contiguous_format)
+    padded = torch.empty((*source.shape[:-2], padded_height, padded_width), dtype=source.dtype,
+                         device=source.device, memory_format=layout)
     padded[..., top : top + height, left : left + width] = source
+    for strip in (slice(0, top), slice(top + height, padded_height)):
+        if strip.stop > strip.start:
+            padded[..., strip, :] = (rows[strip] @ coarse @ cols.T).to(source.dtype)
+    for strip in (slice(0, left), slice(left + width, padded_width)):
+        if strip.stop > strip.start:
+            padded[..., :, strip] = (rows @ coarse @ cols[strip].T).to(source.dtype)
     return padded, info
+
+
+def _interpolation_matrix(out_size: int, in_size: int, like: torch.Tensor) -> torch.Tensor:
+    """``out_size × in_size`` weights of 1-D linear resampling (align_corners=False),
+    the per-axis factor of F.interpolate's bilinear mode."""
+    impulses = torch.eye(in_size, device=like.device, dtype=like.dtype).unsqueeze(0)
+    return F.interpolate(impulses, size=out_size, mode="linear", align_corners=False)[0].T
 
 
 def crop(tensor: torch.Tensor, info: PadInfo) -> torch.Tensor:

@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Padding to multiples of 32 with a smooth fill, and cropping back."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from s2m2_ros.padding import PadInfo, crop, pad_to_multiple
 
@@ -116,3 +119,16 @@ def test_bad_inputs_raise():
         pad_to_multiple(torch.rand(3, 50, 70))
     with pytest.raises(ValueError):
         pad_to_multiple(torch.rand(1, 3, 0, 70))
+
+
+@pytest.mark.parametrize("height,width", [(37, 100), (70, 33), (50, 70), (96, 64)])
+def test_fill_equals_the_whole_enlarged_blur(height: int, width: int) -> None:
+    # The spec's fill computed the obvious way: enlarge the whole coarse image.
+    images = torch.rand(2, 3, height, width) * 255
+    padded, info = pad_to_multiple(images)
+    coarse = F.interpolate(images, size=(math.ceil(height / 32), math.ceil(width / 32)),
+                           mode="area")
+    expected = F.interpolate(coarse, size=(info.padded_height, info.padded_width),
+                             mode="bilinear", align_corners=False)
+    expected[..., info.top:info.top + height, info.left:info.left + width] = images
+    assert torch.allclose(padded, expected, atol=1e-3)
