@@ -47,7 +47,12 @@ class SelfAttn(nn.Module):
         k = self._split_heads(self.k(y))
         v = self._split_heads(self.v(y))
         if grid is None or not hasattr(self, "pe_proj"):
-            out = F.scaled_dot_product_attention(q, k, v)
+            # The fused (flash) kernels take 4-D inputs only; with more leading
+            # dimensions (rows of images) SDPA would build the weight matrix.
+            lead = q.shape[:-3]
+            out = F.scaled_dot_product_attention(
+                q.reshape(-1, *q.shape[-3:]), k.reshape(-1, *k.shape[-3:]),
+                v.reshape(-1, *v.shape[-3:])).reshape(*lead, *q.shape[-3:-1], v.shape[-1])
         else:
             out = self._attend_with_position(q, k, v, grid)
         return self.proj(out.transpose(-3, -2).flatten(-2))

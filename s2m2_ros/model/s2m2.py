@@ -60,7 +60,9 @@ class S2M2(nn.Module):
         images = torch.cat((left, normalize_image(right)), dim=0)           # 2B×3×H×W
 
         f4, f2 = self.cnn_backbone(images)                                   # ¼, ½
-        f2_left = f2.chunk(2, dim=0)[0]
+        # A copy, not a view: the right half is not needed again and can be freed.
+        f2_left = f2[: left.shape[0]].clone()
+        del f2
         pyramid = self.feat_pyramid(f4)                                      # ¼ … 1/32
         t4 = self.transformer(*pyramid)                                      # 2B×C×h×w
         disparity, confidence, visibility, cv = self.disp_init(t4, positivity)
