@@ -9,6 +9,7 @@ network; a pair replaced before the worker took it is counted as dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -366,6 +367,14 @@ class StereoNode(Node):
         self._frames_failed += 1
         self._monitor.on_drop()
 
+    def _subscribed_outputs(self, settings: OutputSettings) -> OutputSettings:
+        """Only build the outputs someone listens to (a cloud is the costliest)."""
+        listened = {name for name in settings.outputs
+                    if self._outputs[name].get_subscription_count() > 0}
+        if "depth" in settings.outputs and self._outputs["depth_info"].get_subscription_count():
+            listened.add("depth")
+        return dataclasses.replace(settings, outputs=frozenset(listened))
+
     def _warm_up(self, width: int, height: int) -> None:
         """Compile the network for a new image size before its first frame."""
         if not getattr(self._backend, "compiled", False):
@@ -385,7 +394,7 @@ class StereoNode(Node):
         left, right, left_info, right_info = pair.messages
         self._warm_up(int(left.width), int(left.height))
         started = time.monotonic()
-        settings = self._settings
+        settings = self._subscribed_outputs(self._settings)
         products = process_frame(self._backend, left, right, left_info, right_info, settings)
         publish_started = time.perf_counter()
         for name, message in products.messages.items():

@@ -159,11 +159,15 @@ def prepare_pair(left: Image, right: Image, left_info: CameraInfo, right_info: C
 def frame_statistics(result: StereoResult, valid: np.ndarray,
                      thresholds: ValidityThresholds) -> FrameStatistics:
     occlusion_cut = thresholds.occlusion_threshold or 0.5
+
+    def fraction(mask: np.ndarray) -> float:
+        # count_nonzero is several times faster than mean() on a boolean image.
+        return np.count_nonzero(mask) / mask.size
+
     return FrameStatistics(
-        valid_fraction=float(valid.mean()),
-        occluded_fraction=float((result.visibility < occlusion_cut).mean()),
-        low_confidence_fraction=float(
-            (result.confidence < thresholds.confidence_threshold).mean()),
+        valid_fraction=fraction(valid),
+        occluded_fraction=fraction(result.visibility < occlusion_cut),
+        low_confidence_fraction=fraction(result.confidence < thresholds.confidence_threshold),
         mean_confidence=float(result.confidence.mean()),
     )
 
