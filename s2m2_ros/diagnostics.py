@@ -91,7 +91,9 @@ class _Rate:
             return len(self.times) / self.window_s
         if len(self.times) < 2:
             return 0.0
-        span = self.times[-1] - self.times[0]
+        # Until the window has filled: events over the time since the oldest one, up
+        # to now (not to the newest event), so a burst that stopped fades out too.
+        span = now_s - self.times[0]
         return (len(self.times) - 1) / span if span > 0 else 0.0
 
 
@@ -181,7 +183,7 @@ class HealthMonitor:
             self._sync_rate.add(now_s)
 
     def on_result(self, latency_s: float, now_s: float) -> None:
-        """Outputs for one pair were published `latency_s` after the left image's stamp."""
+        """Outputs for one pair were published `latency_s` after the pair was synchronised."""
         with self._lock:
             self._started(now_s)
             self._last_result = now_s
@@ -228,9 +230,9 @@ class HealthMonitor:
             return ""
         if count == 0:
             return " (no publisher: check the topic remapping and namespace)"
-        return (f" though {count} publisher(s) exist: likely a QoS mismatch, e.g. a "
-                "best-effort publisher and a reliable subscription (set qos_overrides."
-                "<topic>.subscription.reliability: best_effort)")
+        return (f" though {count} publisher(s) exist: it is not publishing, or a QoS "
+                "mismatch, e.g. a best-effort publisher and a reliable subscription (set "
+                "qos_overrides.<topic>.subscription.reliability: best_effort)")
 
     def _inputs(self, now_s: float) -> HealthStatus:
         elapsed = now_s - self._start_s
@@ -328,7 +330,8 @@ class HealthMonitor:
                 if count == 0:
                     text += " (no publisher)"
                 elif count:
-                    text += f" though {count} publisher(s) exist (QoS mismatch?)"
+                    text += (f" though {count} publisher(s) exist (not publishing, or a QoS "
+                             "mismatch)")
                 causes.append(text)
             elif count == 0:
                 causes.append(f"no publisher on {topic}: check the topic remapping and "

@@ -193,6 +193,7 @@ class StereoNode(Node):
         self._worker.start()
         self._restart_status_timer()
         self._publisher_count_timer = self.create_timer(1.0, self._update_publisher_counts)
+        self._update_publisher_counts()  # diagnostics know them from the first report
 
         describe = getattr(self._backend, "describe", lambda: {"model": "SGBM"})()
         weights = getattr(self._backend, "weights_path", None)

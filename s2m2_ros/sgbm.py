@@ -169,6 +169,12 @@ class SgbmBackend:
     name = "sgbm"
     # OpenCV's SGBM works in fixed point with 4 fractional bits.
     disparity_step_px = 1.0 / 16.0
+    device = "cpu"
+
+    def describe(self) -> dict[str, object]:
+        """What runs where, for logs and the status message (as StereoEngine.describe)."""
+        return {"model": "sgbm", "device": "cpu", "precision": "fp32",
+                "block_size": self.parameters.block_size}
 
     def __init__(
         self,
