@@ -72,17 +72,14 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 32) -> tuple[torch.Ten
         return images, info
 
     source = images if images.is_floating_point() else images.float()
-    coarse_size = (
-        max(1, math.ceil(height / FILL_DOWNSAMPLE)),
-        max(1, math.ceil(width / FILL_DOWNSAMPLE)),
-    )
-    # Interpolation kernels are not implemented for every reduced precision on
-    # every device; blur in float32 and cast back.
-    coarse = F.interpolate(source.float(), size=coarse_size, mode="area")
-    # The bilinear enlargement is separable, rows @ coarse @ colsᵀ; only the border
-    # strips are computed (the whole enlarged frame was most of the cost at 720p).
-    rows = _interpolation_matrix(padded_height, coarse_size[0], coarse)
-    cols = _interpolation_matrix(padded_width, coarse_size[1], coarse)
+    coarse_height = max(1, math.ceil(height / FILL_DOWNSAMPLE))
+    coarse_width = max(1, math.ceil(width / FILL_DOWNSAMPLE))
+    # The fill is the area down-sample enlarged bilinearly, a separable product
+    # rows @ coarse @ colsᵀ. Only the border strips are computed, and each from the
+    # few coarse rows (or columns) it actually weights: both the full enlargement
+    # and the full down-sample were most of the cost at 720p.
+    rows = _interpolation_matrix(padded_height, coarse_height, source)
+    cols = _interpolation_matrix(padded_width, coarse_width, source)
     layout = (torch.channels_last if source.is_contiguous(memory_format=torch.channels_last)
               else torch.contiguous_format)
     padded = torch.empty((*source.shape[:-2], padded_height, padded_width), dtype=source.dtype,
@@ -90,17 +87,43 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 32) -> tuple[torch.Ten
     padded[..., top : top + height, left : left + width] = source
     for strip in (slice(0, top), slice(top + height, padded_height)):
         if strip.stop > strip.start:
-            padded[..., strip, :] = (rows[strip] @ coarse @ cols.T).to(source.dtype)
+            needed = _used(rows[strip])
+            coarse = torch.cat([_area_band(source, -2, i, coarse_height, coarse_width)
+                                for i in needed], dim=-2)
+            padded[..., strip, :] = (rows[strip][:, needed] @ coarse @ cols.T).to(source.dtype)
     for strip in (slice(0, left), slice(left + width, padded_width)):
         if strip.stop > strip.start:
-            padded[..., :, strip] = (rows @ coarse @ cols[strip].T).to(source.dtype)
+            needed = _used(cols[strip])
+            coarse = torch.cat([_area_band(source, -1, j, coarse_width, coarse_height)
+                                for j in needed], dim=-1)
+            padded[..., :, strip] = (rows @ coarse @ cols[strip][:, needed].T).to(source.dtype)
     return padded, info
 
 
+def _used(weights: torch.Tensor) -> list[int]:
+    """The coarse cells (columns of ``weights``) that some output actually uses."""
+    return torch.nonzero(weights.abs().sum(dim=0)).flatten().tolist()
+
+
+def _area_band(source: torch.Tensor, axis: int, index: int, cells: int,
+               other_cells: int) -> torch.Tensor:
+    """Cell row (``axis`` −2) or column (−1) ``index`` of the area down-sample to
+    ``cells`` along ``axis`` and ``other_cells`` across it, as F.interpolate's
+    "area" mode (adaptive average pooling) computes it, from that band alone."""
+    size = source.shape[axis]
+    start, stop = (index * size) // cells, -(-((index + 1) * size) // cells)
+    band = source.narrow(axis, start, stop - start).float()
+    # Interpolation kernels are not implemented for every reduced precision on
+    # every device; average in float32.
+    shape = (1, other_cells) if axis == -2 else (other_cells, 1)
+    return F.adaptive_avg_pool2d(band, shape)
+
+
 def _interpolation_matrix(out_size: int, in_size: int, like: torch.Tensor) -> torch.Tensor:
-    """``out_size × in_size`` weights of 1-D linear resampling (align_corners=False),
-    the per-axis factor of F.interpolate's bilinear mode."""
-    impulses = torch.eye(in_size, device=like.device, dtype=like.dtype).unsqueeze(0)
+    """``out_size × in_size`` float32 weights of 1-D linear resampling
+    (align_corners=False), the per-axis factor of F.interpolate's bilinear mode, on
+    ``like``'s device."""
+    impulses = torch.eye(in_size, device=like.device, dtype=torch.float32).unsqueeze(0)
     return F.interpolate(impulses, size=out_size, mode="linear", align_corners=False)[0].T
 
 
