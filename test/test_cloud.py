@@ -82,6 +82,12 @@ def test_bgr_mono_and_16_bit_colours_pack_the_same_rgb():
     wide = build_cloud(points, colors=grey.astype(np.uint16) << 8 | 0x7F)
     assert wide.data.tobytes() == mono.data.tobytes()
 
+    wide_rgb = build_cloud(points, colors=rgb.astype(np.uint16) << 8 | 0x7F)
+    assert wide_rgb.data.tobytes() == from_rgb.data.tobytes()
+    from_rgba = build_cloud(
+        points, colors=np.dstack([rgb, np.full((HEIGHT, WIDTH), 9, np.uint8)]))
+    assert from_rgba.data.tobytes() == from_rgb.data.tobytes()
+
 
 def test_without_colour_there_is_no_rgb_field():
     points = sample_points()
