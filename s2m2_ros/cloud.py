@@ -18,12 +18,10 @@ allocated as the ``array('B')`` a message stores, so it reaches the message unco
 from __future__ import annotations
 
 import array
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from .geometry import StereoCamera, pixel_rays
@@ -93,20 +91,9 @@ def point_dtype(fields: list[CloudField], point_step: int) -> np.dtype:
 def _pack_colors(colors: np.ndarray, order: str) -> np.ndarray:
     """``0x00RRGGBB`` uint32 per row of ``colors`` (N×1 grey or N×3/N×4 colour)."""
     if colors.dtype == np.uint16:
-        # 16-bit cameras: keep the most significant byte.
-        colors = (colors >> 8).astype(np.uint8)
+        colors = colors >> 8  # 16-bit cameras: keep the most significant byte
     if colors.shape[1] == 1:
         return colors[:, 0].astype(np.uint32) * np.uint32(0x010101)
-    if sys.byteorder == "little":
-        # 0x00RRGGBB in little-endian memory is the bytes B, G, R, 0: OpenCV's BGRA
-        # conversion writes that layout about three times faster than shifting.
-        code = {("rgb", 3): cv2.COLOR_RGB2BGRA, ("bgr", 3): cv2.COLOR_BGR2BGRA,
-                ("rgb", 4): cv2.COLOR_RGBA2BGRA, ("bgr", 4): None}[(order, colors.shape[1])]
-        pixels = np.ascontiguousarray(colors).reshape(-1, 1, colors.shape[1])
-        bgra = pixels.copy() if code is None else cv2.cvtColor(pixels, code)
-        packed = bgra.reshape(-1, 4).view(np.uint32).reshape(-1)
-        packed &= np.uint32(0x00FFFFFF)
-        return packed
     red, blue = (0, 2) if order == "rgb" else (2, 0)
     # In place on one uint32 array: no temporaries for the shifted channels.
     packed = colors[:, red].astype(np.uint32)
