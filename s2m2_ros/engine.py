@@ -297,10 +297,16 @@ class StereoEngine:
 
     @staticmethod
     def _to_network_input(pair: torch.Tensor, color_order: str) -> torch.Tensor:
-        """2×H×W×C raw pixels → 2×3×H×W float32 RGB in 0–255."""
-        images = pair.float()
+        """2×H×W×C raw pixels → 2×3×H×W RGB in 0–255 (a channels-last view).
+
+        8-bit pixels stay 8-bit here: the padding converts them to float32 in the
+        same pass that copies them into the padded frame.
+        """
+        images = pair
         if pair.dtype == torch.uint16:
-            images = images / _UINT16_PER_UINT8
+            images = pair.float() / _UINT16_PER_UINT8
+        elif pair.dtype != torch.uint8:
+            images = pair.float()
         channels = images.shape[-1]
         if channels == 1:
             images = images.expand(-1, -1, -1, 3)
@@ -308,7 +314,7 @@ class StereoEngine:
             images = images[..., :3]
         if channels != 1 and color_order == "bgr":
             images = images.flip(-1)
-        return images.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        return images.permute(0, 3, 1, 2)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -337,8 +343,10 @@ class StereoEngine:
                     max(1, round(height * self.input_scale)),
                     max(1, round(width * self.input_scale)),
                 )
-                images = F.interpolate(images, size=small_size, mode="area")
+                images = F.interpolate(images.float(), size=small_size, mode="area")
             padded, pad_info = pad_to_multiple(images, SIZE_MULTIPLE)
+            # No-ops when the padding already produced channels-last float32.
+            padded = padded.float().contiguous(memory_format=torch.channels_last)
             self._synchronize()
             network_start = time.perf_counter()
             timings["upload"] = (network_start - start) * 1e3

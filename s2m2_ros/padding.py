@@ -51,10 +51,11 @@ def _split(total: int) -> tuple[int, int]:
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int = 32) -> tuple[torch.Tensor, PadInfo]:
-    """Pad a B×C×H×W float tensor so H and W are multiples of ``multiple``.
+    """Pad a B×C×H×W image tensor so H and W are multiples of ``multiple``.
 
-    Returns the padded tensor and the :class:`PadInfo` to :func:`crop` outputs with.
-    An input whose size is already a multiple is returned as is (same tensor).
+    Returns the padded tensor (float32 for integer input, else the input's dtype)
+    and the :class:`PadInfo` to :func:`crop` outputs with. An input whose size is
+    already a multiple is returned as is (same tensor, same dtype).
     """
     if images.dim() != 4:
         raise ValueError(f"expected a B×C×H×W tensor, got shape {tuple(images.shape)}")
@@ -71,7 +72,9 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 32) -> tuple[torch.Ten
     if info.is_identity:
         return images, info
 
-    source = images if images.is_floating_point() else images.float()
+    # Integer pixels become float32 while they are copied into the padded frame.
+    source = images
+    dtype = images.dtype if images.is_floating_point() else torch.float32
     coarse_height = max(1, math.ceil(height / FILL_DOWNSAMPLE))
     coarse_width = max(1, math.ceil(width / FILL_DOWNSAMPLE))
     # The fill is the area down-sample enlarged bilinearly, a separable product
@@ -82,7 +85,7 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 32) -> tuple[torch.Ten
     cols = _interpolation_matrix(padded_width, coarse_width, source)
     layout = (torch.channels_last if source.is_contiguous(memory_format=torch.channels_last)
               else torch.contiguous_format)
-    padded = torch.empty((*source.shape[:-2], padded_height, padded_width), dtype=source.dtype,
+    padded = torch.empty((*source.shape[:-2], padded_height, padded_width), dtype=dtype,
                          device=source.device, memory_format=layout)
     padded[..., top : top + height, left : left + width] = source
     for strip in (slice(0, top), slice(top + height, padded_height)):
@@ -90,13 +93,13 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 32) -> tuple[torch.Ten
             needed = _used(rows[strip])
             coarse = torch.cat([_area_band(source, -2, i, coarse_height, coarse_width)
                                 for i in needed], dim=-2)
-            padded[..., strip, :] = (rows[strip][:, needed] @ coarse @ cols.T).to(source.dtype)
+            padded[..., strip, :] = (rows[strip][:, needed] @ coarse @ cols.T).to(dtype)
     for strip in (slice(0, left), slice(left + width, padded_width)):
         if strip.stop > strip.start:
             needed = _used(cols[strip])
             coarse = torch.cat([_area_band(source, -1, j, coarse_width, coarse_height)
                                 for j in needed], dim=-1)
-            padded[..., :, strip] = (rows @ coarse @ cols[strip][:, needed].T).to(source.dtype)
+            padded[..., :, strip] = (rows @ coarse @ cols[strip][:, needed].T).to(dtype)
     return padded, info
 
 

@@ -132,3 +132,12 @@ def test_fill_equals_the_whole_enlarged_blur(height: int, width: int) -> None:
                              mode="bilinear", align_corners=False)
     expected[..., info.top:info.top + height, info.left:info.left + width] = images
     assert torch.allclose(padded, expected, atol=1e-3)
+
+
+def test_integer_images_are_padded_as_float32() -> None:
+    images = torch.randint(0, 256, (2, 3, 50, 70), dtype=torch.uint8)
+    padded, info = pad_to_multiple(images)
+    expected, expected_info = pad_to_multiple(images.float())
+    assert padded.dtype == torch.float32
+    assert info == expected_info
+    assert torch.allclose(padded, expected, atol=1e-4)
