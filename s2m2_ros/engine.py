@@ -358,19 +358,23 @@ class StereoEngine:
             timings["network"] = (download_start - network_start) * 1e3
 
             top, left_edge = pad_info.top, pad_info.left
-            outputs = torch.cat((disparity, visibility, confidence), dim=1).float()
-            outputs = outputs[
-                ..., top : top + pad_info.height, left_edge : left_edge + pad_info.width
-            ]
-            if (pad_info.height, pad_info.width) != (height, width):
+            window = (..., slice(top, top + pad_info.height),
+                      slice(left_edge, left_edge + pad_info.width))
+            if (pad_info.height, pad_info.width) == (height, width):
+                # Each map cropped and made contiguous in one copy (no stacking).
+                maps = [output[0, 0][window[1:]].float().contiguous().cpu().numpy()
+                        for output in (disparity, visibility, confidence)]
+            else:
+                outputs = torch.cat((disparity, visibility, confidence), dim=1).float()
                 outputs = F.interpolate(
-                    outputs, size=(height, width), mode="bilinear", align_corners=False
+                    outputs[window], size=(height, width), mode="bilinear",
+                    align_corners=False
                 )
                 # Disparity is a horizontal distance: rescale to full-resolution pixels
                 # with the exact width ratio (the rounded size, not the nominal scale).
                 outputs[:, 0] *= width / pad_info.width
-            # Contiguous, so callers can hand the maps to cv2 or ROS messages directly.
-            maps = outputs[0].contiguous().cpu().numpy()
+                # Contiguous, so callers can hand the maps to cv2 or ROS messages directly.
+                maps = list(outputs[0].contiguous().cpu().numpy())
             timings["download"] = (time.perf_counter() - download_start) * 1e3
         return StereoResult(
             disparity=maps[0],
