@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 from .geometry import StereoCamera, pixel_rays
@@ -142,13 +143,25 @@ def _assemble(
         selection = np.flatnonzero(keep)
         count = selection.size
     # Zero-filled by repetition (the cheapest way to size an array('B')); the zeros
-    # are the padding bytes of the padded layout.
+    # are the padding bytes of the padded layout and the high byte of 8-bit rgb.
     data = array.array("B", [0]) * (count * point_step)
     cloud = np.frombuffer(data, dtype=dtype)
 
     if organized:
         rows_per_block = max(1, _BLOCK_POINTS // width)
         cloud_rows = cloud.reshape(height, width)
+        color_bytes = None
+        if colors is not None and colors.dtype == np.uint8:
+            # 8-bit colours go byte by byte into the little-endian 0x00RRGGBB (the zero
+            # fill supplies the high byte): one OpenCV channel copy a block, ~2x faster
+            # than packing a uint32 and storing it.
+            color_bytes = np.frombuffer(data, dtype=np.uint8).reshape(height, width, point_step)
+            rgb = fields[-1].offset
+            if per_pixel_colors.shape[2] == 1:
+                from_to = [0, rgb, 0, rgb + 1, 0, rgb + 2]
+            else:
+                red, blue = (0, 2) if color_order == "rgb" else (2, 0)
+                from_to = [blue, rgb, 1, rgb + 1, red, rgb + 2]
         for first in range(0, height, rows_per_block):
             rows = slice(first, min(height, first + rows_per_block))
             block = cloud_rows[rows]
@@ -158,7 +171,9 @@ def _assemble(
                 for name in "xyz":
                     field_bits = block[name].view(np.uint32)
                     np.bitwise_or(field_bits, nan_bits, out=field_bits)
-            if colors is not None:
+            if color_bytes is not None:
+                cv2.mixChannels([per_pixel_colors[rows]], [color_bytes[rows]], from_to)
+            elif colors is not None:
                 pixels = per_pixel_colors[rows].reshape(-1, per_pixel_colors.shape[2])
                 block["rgb"] = _pack_colors(pixels, color_order).reshape(block.shape)
     else:

@@ -29,11 +29,9 @@ from .geometry import (
     CameraModelError,
     StereoCamera,
     ValidityThresholds,
-    depth_from_disparity,
+    depth_and_validity,
     disparity_image_fields,
-    fill_invalid_disparity,
-    nan_where_invalid,
-    validity_mask,
+    fill_invalid_disparity_from,
 )
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
@@ -197,10 +195,9 @@ def build_products(pair: PreparedPair, result: StereoResult, header: object,
     started = time.perf_counter()
     camera = pair.camera
     thresholds = settings.thresholds
-    depth_m = depth_from_disparity(result.disparity, camera)
-    valid = validity_mask(result.disparity, result.visibility, result.confidence, depth_m,
-                          thresholds)
-    nan_where_invalid(depth_m, ~valid)
+    # depth_from_disparity + validity_mask + nan_where_invalid(depth, ~valid), fused.
+    depth_m, valid, adjusted, nan_bits = depth_and_validity(
+        result.disparity, result.visibility, result.confidence, camera, thresholds)
     statistics = frame_statistics(result, valid, thresholds)
     timings["validity_depth"] = (time.perf_counter() - started) * 1e3
 
@@ -225,8 +222,8 @@ def build_products(pair: PreparedPair, result: StereoResult, header: object,
     if "disparity" in wanted:
         fields = disparity_image_fields(camera, allow_negative=thresholds.allow_negative,
                                         delta_d_px=disparity_step_px)
-        filled = fill_invalid_disparity(result.disparity, valid, fields["min_disparity"],
-                                        camera.doffs)
+        # fill_invalid_disparity(result.disparity, valid, min_disparity, camera.doffs)
+        filled = fill_invalid_disparity_from(adjusted, nan_bits, fields["min_disparity"])
         messages["disparity"] = make_disparity_image(filled, header, fields)
     if "depth" in wanted:
         encoding = settings.depth_encoding

@@ -11,9 +11,11 @@ from s2m2_ros.geometry import (
     CameraModelError,
     StereoCamera,
     ValidityThresholds,
+    depth_and_validity,
     depth_from_disparity,
     disparity_image_fields,
     fill_invalid_disparity,
+    fill_invalid_disparity_from,
     nan_where_invalid,
     points_from_depth,
     validity_mask,
@@ -263,3 +265,33 @@ def test_nan_where_invalid_touches_only_the_masked_values():
         nan_where_invalid(values.astype(np.float64), invalid)
     with pytest.raises(ValueError, match="bool"):
         nan_where_invalid(values, invalid.astype(np.uint8))
+
+
+@pytest.mark.parametrize("doffs", [0.0, 3.5, -3.5])
+@pytest.mark.parametrize("allow_negative", [False, True])
+@pytest.mark.parametrize("depth_range", [(0.0, 0.0), (0.7, 20.0)])
+def test_depth_and_validity_match_the_separate_steps_bit_for_bit(doffs, allow_negative,
+                                                                  depth_range):
+    rng = np.random.default_rng(3)
+    camera = StereoCamera(fx=500.0, fy=500.0, cx=32.0, cy=24.0, cx_right=32.0 - doffs,
+                          baseline_m=0.1, doffs=doffs, width=WIDTH, height=HEIGHT)
+    thresholds = ValidityThresholds(0.1, 0.5, *depth_range, allow_negative)
+    disparity = rng.normal(0.0, 50.0, (HEIGHT, WIDTH)).astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 3e38, doffs,
+                        doffs + 1e-6], dtype=np.float32)
+    disparity.flat[rng.integers(0, disparity.size, 300)] = rng.choice(special, 300)
+    visibility = rng.random((HEIGHT, WIDTH), dtype=np.float32)
+    confidence = rng.random((HEIGHT, WIDTH), dtype=np.float32)
+    confidence.flat[::13] = np.nan
+    with np.errstate(all="ignore"):
+        expected_depth = depth_from_disparity(disparity, camera)
+        expected_valid = validity_mask(disparity, visibility, confidence, expected_depth,
+                                       thresholds)
+        nan_where_invalid(expected_depth, ~expected_valid)
+        expected_filled = fill_invalid_disparity(disparity, expected_valid, -7.0, doffs)
+        depth, valid, adjusted, nan_bits = depth_and_validity(
+            disparity, visibility, confidence, camera, thresholds)
+        filled = fill_invalid_disparity_from(adjusted, nan_bits, -7.0)
+    np.testing.assert_array_equal(valid, expected_valid)
+    np.testing.assert_array_equal(depth.view(np.uint32), expected_depth.view(np.uint32))
+    np.testing.assert_array_equal(filled.view(np.uint32), expected_filled.view(np.uint32))
