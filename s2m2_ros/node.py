@@ -10,6 +10,7 @@ network; a pair replaced before the worker took it is counted as dropped.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import threading
 import time
@@ -87,8 +88,6 @@ def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
 
 def _check_value(spec: ParameterSpec, value: Any) -> str | None:
     """Why ``value`` is not acceptable for ``spec`` (ranges are left to the descriptor)."""
-    import re
-
     if spec.choices and value not in spec.choices:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.pattern and not re.fullmatch(spec.pattern, str(value)):
