@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .launch_config import INPUT_TOPICS
+
 # Levels as diagnostic_msgs/DiagnosticStatus.
 OK = 0
 WARN = 1
@@ -25,8 +27,6 @@ ERROR = 2
 STALE = 3
 
 LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
-DEFAULT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info",
-                  "right/camera_info")
 
 STATUS_INPUTS = "inputs"
 STATUS_SYNC = "synchronization"
@@ -110,7 +110,7 @@ class HealthMonitor:
     def __init__(
         self,
         *,
-        topics: Sequence[str] = DEFAULT_TOPICS,
+        topics: Sequence[str] = INPUT_TOPICS,
         approximate_sync: bool = False,
         sync_tolerance_s: float = 0.0,
         stamp_matched_topics: Sequence[int] = (LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO),

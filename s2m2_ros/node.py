@@ -36,7 +36,7 @@ from stereo_msgs.msg import DisparityImage
 from .diagnostics import DiagnosticsPublisher, HealthMonitor
 from .engine import StereoBackend
 from .geometry import ValidityThresholds
-from .launch_config import NODE_NAME, NODE_PARAMETERS, ParameterSpec
+from .launch_config import INPUT_TOPICS, NODE_NAME, NODE_PARAMETERS, ParameterSpec
 from .pipeline import MIN_IMAGE_SIDE_PX, OUTPUTS, InputError, OutputSettings, process_frame
 from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_of
 
@@ -50,7 +50,15 @@ try:  # message_filters is part of a full ROS install, not of the PyPI wheels
 except ImportError:
     message_filters = None
 
-INPUT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
+# Output key (as in pipeline.OUTPUTS, plus the depth camera_info) → message type, topic.
+OUTPUT_TOPICS = {
+    "disparity": (DisparityImage, "disparity"),
+    "depth": (Image, "depth"),
+    "depth_info": (CameraInfo, "depth/camera_info"),
+    "confidence": (Image, "confidence"),
+    "occlusion": (Image, "occlusion"),
+    "points": (PointCloud2, "points2"),
+}
 # Parameters whose change would need a new backend or synchronizer: fixed after start.
 RESTART_PARAMETERS = frozenset({
     "backend", "model", "weights", "weights_dir", "device", "precision", "compile",
@@ -148,19 +156,9 @@ class StereoNode(Node):
         output_qos = QoSProfile(depth=5)
         overrides = QoSOverridingOptions.with_default_policies()
         self._outputs = {
-            "disparity": self.create_publisher(DisparityImage, "disparity", output_qos,
-                                               qos_overriding_options=overrides),
-            "depth": self.create_publisher(Image, "depth", output_qos,
-                                           qos_overriding_options=overrides),
-            "depth_info": self.create_publisher(CameraInfo, "depth/camera_info", output_qos,
-                                                qos_overriding_options=overrides),
-            "confidence": self.create_publisher(Image, "confidence", output_qos,
-                                                qos_overriding_options=overrides),
-            "occlusion": self.create_publisher(Image, "occlusion", output_qos,
-                                               qos_overriding_options=overrides),
-            "points": self.create_publisher(PointCloud2, "points2", output_qos,
-                                            qos_overriding_options=overrides),
-        }
+            name: self.create_publisher(msg_type, topic, output_qos,
+                                        qos_overriding_options=overrides)
+            for name, (msg_type, topic) in OUTPUT_TOPICS.items()}
         self._status_publisher = (
             self.create_publisher(StereoStatus, "~/status", 10) if StereoStatus else None)
 

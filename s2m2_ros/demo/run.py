@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from s2m2_ros.demo.report import WEIGHTS_HINT, parse_report_numbers
+from s2m2_ros.launch_config import INPUT_TOPICS
 
 MODEL_NAMES = ("S", "M", "L", "XL")
 LOG_TAIL_LINES = 25
@@ -35,7 +36,6 @@ LOG_TAIL_LINES = 25
 TIMEOUT_MARGIN_S = 30.0
 # After a finite source ends, time for its last outputs to reach the recorder.
 SOURCE_END_GRACE_S = 3.0
-INPUT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
 # Largest DDS socket buffer asked for. Fast DDS's default buffers overflow on a
 # burst of large messages (the 1.5 MB cloud with the images behind it), and
 # reliable repair then delivers them seconds late.
