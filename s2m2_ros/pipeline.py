@@ -33,6 +33,7 @@ from .geometry import (
     disparity_image_fields,
     fill_invalid_disparity_from,
 )
+from .sync import stamp_of
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 MIN_IMAGE_SIDE_PX = 16  # below this the network's 1/32 bottleneck has nothing to see
@@ -100,10 +101,6 @@ class FrameProducts:
     inference_size: tuple[int, int]  # (width, height) the network saw
 
 
-def _stamp_s(msg: Image | CameraInfo) -> float:
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-
-
 def _read_image(msg: Image, side: str) -> tuple[np.ndarray, str]:
     try:
         return image_to_array(msg)
@@ -135,7 +132,7 @@ def prepare_pair(left: Image, right: Image, left_info: CameraInfo, right_info: C
                                                  f"{info.width}x{info.height} images but the "
                                                  f"images are {width}x{height}")
     if settings.max_stamp_skew_s > 0.0:
-        skew = abs(_stamp_s(left) - _stamp_s(right))
+        skew = abs(stamp_of(left) - stamp_of(right))
         if skew > settings.max_stamp_skew_s:
             raise InputError("stamp_skew", f"left and right stamps differ by {skew:.3f} s "
                                            f"(more than {settings.max_stamp_skew_s} s)")
