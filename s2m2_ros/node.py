@@ -33,8 +33,8 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
+from .backends import BackendError, StereoBackend, create_backend
 from .diagnostics import DiagnosticsPublisher, HealthMonitor
-from .engine import StereoBackend
 from .geometry import ValidityThresholds
 from .launch_config import INPUT_TOPICS, NODE_NAME, NODE_PARAMETERS, ParameterSpec
 from .pipeline import MIN_IMAGE_SIDE_PX, OUTPUTS, InputError, OutputSettings, process_frame
@@ -105,23 +105,16 @@ def _check_value(spec: ParameterSpec, value: Any) -> str | None:
 
 def build_backend(params: dict[str, Any]) -> StereoBackend:
     """The backend the parameters ask for; raises StartupError with a clear reason."""
-    from .engine import EngineConfigError, StereoEngine
-    from .zoo import CheckpointError
-
-    if params["backend"] == "sgbm":
-        from .sgbm import SgbmBackend
-
-        return SgbmBackend()
+    name = "torch" if params["backend"] == "s2m2" else params["backend"]
     try:
-        engine = StereoEngine.from_model_name(
-            params["model"], weights=params["weights"] or None,
+        return create_backend(
+            name, model=params["model"], weights=params["weights"] or None,
             weights_dir=params["weights_dir"] or None,
             allow_negative=params["allow_negative"], refine_iters=params["refine_iters"],
             device=params["device"], precision=params["precision"],
             compile=params["compile"], input_scale=params["input_scale"])
-    except (CheckpointError, EngineConfigError) as error:
+    except BackendError as error:
         raise StartupError(str(error)) from None
-    return engine
 
 
 @dataclass
@@ -162,7 +155,8 @@ class StereoNode(Node):
         self._status_publisher = (
             self.create_publisher(StereoStatus, "~/status", 10) if StereoStatus else None)
 
-        device = str(getattr(self._backend, "device", "cpu"))
+        description = self._backend.describe()
+        device = str(description.get("device", "cpu"))
         self._monitor = HealthMonitor(
             approximate_sync=self._params["approximate_sync"],
             sync_tolerance_s=self._params["approximate_sync_tolerance_seconds"],
@@ -192,8 +186,8 @@ class StereoNode(Node):
         self._publisher_count_timer = self.create_timer(1.0, self._update_publisher_counts)
         self._update_publisher_counts()  # diagnostics know them from the first report
 
-        describe = getattr(self._backend, "describe", lambda: {"model": "SGBM"})()
-        weights = getattr(self._backend, "weights_path", None)
+        describe = description
+        weights = description.get("weights")
         topics = ", ".join(self.resolve_topic_name(t) for t in INPUT_TOPICS)
         self.get_logger().info(
             f"started: backend {self._params['backend']}, model {describe.get('model')}, "
@@ -217,9 +211,8 @@ class StereoNode(Node):
                               outputs=outputs)
 
     def _apply_backend_options(self, params: dict[str, Any]) -> None:
-        for option in ("refine_iters", "allow_negative", "input_scale"):
-            if hasattr(self._backend, option):
-                setattr(self._backend, option, params[option])
+        for option in self._backend.runtime_options:
+            self._backend.set_option(option, params[option])
 
     def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
         by_name = {spec.name: spec for spec in NODE_PARAMETERS}
@@ -375,7 +368,7 @@ class StereoNode(Node):
 
     def _warm_up(self, width: int, height: int) -> None:
         """Compile the network for a new image size before its first frame."""
-        if not getattr(self._backend, "compiled", False):
+        if not self._backend.needs_warmup:
             return
         if (width, height) in self._compiled_sizes:
             return
@@ -414,7 +407,7 @@ class StereoNode(Node):
     def _publish_status(self, products: Any, left: Image, timings: dict[str, float],
                         postprocess_ms: float, publish_ms: float, receive_ms: float,
                         end_to_end_ms: float) -> None:
-        describe = getattr(self._backend, "describe", dict)()
+        describe = self._backend.describe()
         status = StereoStatus()
         status.header = left.header
         status.model = str(describe.get("model", self._backend.name))
@@ -422,7 +415,7 @@ class StereoNode(Node):
         status.device = str(describe.get("device", "cpu"))
         status.precision = str(describe.get("precision", "fp32"))
         status.input_width, status.input_height = int(left.width), int(left.height)
-        scale = float(getattr(self._backend, "input_scale", 1.0))
+        scale = float(describe.get("input_scale", 1.0))
         status.inference_width = max(1, round(left.width * scale))
         status.inference_height = max(1, round(left.height * scale))
         status.receive_ms = float(receive_ms)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
+from .backends.base import StereoBackend, StereoResult
 from .cloud import cloud_from_depth
 from .conversions import (
     ImageConversionError,
@@ -24,7 +25,6 @@ from .conversions import (
     make_point_cloud2,
     to_network_rgb,
 )
-from .engine import StereoBackend, StereoResult
 from .geometry import (
     CameraModelError,
     StereoCamera,
@@ -251,7 +251,8 @@ def process_frame(backend: StereoBackend, left: Image, right: Image, left_info: 
     started = time.perf_counter()
     result = backend.infer(pair.left_rgb, pair.right_rgb, color_order)
     network_ms = (time.perf_counter() - started) * 1e3
-    products = build_products(pair, result, left.header, left_info, settings,
-                              getattr(backend, "disparity_step_px", None))
+    # A continuous backend's delta_d comes from float32 spacing (geometry.disparity_fields).
+    step_px = backend.disparity_step_px or None
+    products = build_products(pair, result, left.header, left_info, settings, step_px)
     products.timings_ms = {"convert": convert_ms, "network": network_ms, **products.timings_ms}
     return products

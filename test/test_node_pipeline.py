@@ -25,7 +25,7 @@ from node_harness import (  # noqa: E402  (after the skips)
     textured_pair,
 )
 
-from s2m2_ros.engine import StereoResult  # noqa: E402
+from s2m2_ros.backends import StereoBackend, StereoResult  # noqa: E402
 from s2m2_ros.pipeline import (  # noqa: E402
     OUTPUTS,
     InputError,
@@ -112,11 +112,15 @@ def test_depth_32fc1_is_the_metres_as_given() -> None:
     assert out[0, 0] == 1.5 and np.isnan(out[0, 1])
 
 
-class ConstantBackend:
+class ConstantBackend(StereoBackend):
     """A backend whose answer is known: a plane at ``disparity_px`` everywhere, sure
     and visible except a block it calls occluded."""
 
     name = "constant"
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "model": "constant", "device": "cpu",
+                "precision": "fp32"}
 
     def __init__(self, disparity_px: float) -> None:
         self.disparity_px = disparity_px
