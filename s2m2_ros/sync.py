@@ -5,10 +5,12 @@ Used when the ``message_filters`` package is not installed. Messages are matched
 ``header.stamp`` (any object with ``.header.stamp.sec`` / ``.nanosec`` works), compared
 as integer nanoseconds so equal stamps are exactly equal.
 
-Both synchronizers emit sets in increasing stamp order: once a set is emitted, older
-messages can never be part of a later one, so they are discarded (and counted as
-dropped), like the C++ policies do. The Python message_filters keeps them, which can
-emit an older set after a newer one; a stereo node must not publish time backwards.
+When a set is emitted, the pending messages older than it are discarded (and counted
+as dropped), as the C++ policies do. A message that arrives later is taken whatever
+its stamp, as there: a pair is never refused for being older than the last one, so
+input time that jumps back (bag loop, clock reset) and repeated stamps keep pairing.
+Detecting such jumps and keeping outputs in order is the job of
+:mod:`s2m2_ros.sync_stage`, in front of whichever synchronizer runs.
 
 The callback runs with the lock held, as in message_filters, so sets are delivered
 one at a time and in order; it may call ``add`` again (the lock is re-entrant).
@@ -87,24 +89,18 @@ class ExactTimeSynchronizer(_Synchronizer):
     def __init__(self, num_inputs: int, queue_size: int, callback: Callable[..., Any]) -> None:
         super().__init__(num_inputs, queue_size, callback)
         self._pending: dict[int, list[Any]] = {}
-        self._last_emitted: int | None = None
 
     def add(self, index: int, msg: Any) -> None:
         """Offer ``msg`` on input ``index``."""
         self._check_index(index)
         stamp = stamp_nanoseconds(msg)
         with self._lock:
-            if self._last_emitted is not None and stamp <= self._last_emitted:
-                # A set at or after this stamp went out already: too late.
-                self._dropped[index] += 1
-                return
             slots = self._pending.setdefault(stamp, [None] * self.num_inputs)
             if slots[index] is not None:
                 self._dropped[index] += 1
             slots[index] = msg
             if all(slot is not None for slot in slots):
                 del self._pending[stamp]
-                self._last_emitted = stamp
                 for older in [pending for pending in self._pending if pending < stamp]:
                     self._drop_set(older)
                 self._emitted += 1
@@ -127,8 +123,8 @@ class ApproximateTimeSynchronizer(_Synchronizer):
     message arrives, the candidates of every other input within ``slop_s`` of it are
     ordered by closeness, and the first combination (``itertools.product`` order)
     whose whole span is within ``slop_s`` is emitted. Afterwards each input loses the
-    emitted message and every older one; later arrivals not newer than the last
-    emitted message of their input are dropped.
+    emitted message and every older one (the C++ policy's rule); later arrivals are
+    taken whatever their stamp.
     """
 
     def __init__(
@@ -144,17 +140,12 @@ class ApproximateTimeSynchronizer(_Synchronizer):
         self.slop_s = float(slop_s)
         self._slop_ns = round(slop_s * NANOSECONDS_PER_SECOND)
         self._queues: list[dict[int, Any]] = [{} for _ in range(num_inputs)]
-        self._last_emitted: list[int | None] = [None] * num_inputs
 
     def add(self, index: int, msg: Any) -> None:
         """Offer ``msg`` on input ``index``."""
         self._check_index(index)
         stamp = stamp_nanoseconds(msg)
         with self._lock:
-            last = self._last_emitted[index]
-            if last is not None and stamp <= last:
-                self._dropped[index] += 1
-                return
             queue = self._queues[index]
             if stamp in queue:
                 self._dropped[index] += 1
@@ -175,7 +166,6 @@ class ApproximateTimeSynchronizer(_Synchronizer):
                 for older in [pending for pending in other_queue if pending < other_stamp]:
                     del other_queue[older]
                     self._dropped[other] += 1
-                self._last_emitted[other] = other_stamp
             self._emitted += 1
             self._callback(*messages)
 

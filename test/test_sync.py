@@ -65,12 +65,13 @@ def test_exact_out_of_order_arrival_and_older_sets_dropped():
     sync.add(0, msg("L2", 200))  # completes 200 before 100 is complete
     assert recorder.sets == [("L2", "R2")]
     assert sync.dropped_per_input == (1, 0)  # L1 can no longer be emitted in order
-    sync.add(1, msg("R1", 100))  # late: older than what went out
+    sync.add(1, msg("R1", 100))  # late: taken, but its partner is gone
     assert recorder.sets == [("L2", "R2")]
-    assert sync.dropped_per_input == (1, 1)
+    assert sync.dropped_per_input == (1, 0)
     sync.add(1, msg("R3", 300))
     sync.add(0, msg("L3", 300))
     assert recorder.sets == [("L2", "R2"), ("L3", "R3")]
+    assert sync.dropped_per_input == (1, 1)  # R1 went with the older pending sets
 
 
 def test_exact_queue_overflow_drops_the_oldest_stamp():
@@ -88,15 +89,34 @@ def test_exact_queue_overflow_drops_the_oldest_stamp():
     assert recorder.sets == [("L200", "R200"), ("L300", "R300")]
 
 
-def test_exact_no_double_emission_for_repeated_messages():
+def test_exact_repeated_stamps_pair_set_by_set():
+    """A driver that stamps every frame 0: each complete set goes out (C++ ExactTime)."""
     recorder = Recorder()
     sync = ExactTimeSynchronizer(2, 5, recorder)
-    sync.add(0, msg("L", 100))
-    sync.add(1, msg("R", 100))
-    sync.add(1, msg("R again", 100))
-    sync.add(0, msg("L again", 100))
-    assert recorder.sets == [("L", "R")]
-    assert sync.dropped == 2
+    sync.add(0, msg("L", 0))
+    sync.add(1, msg("R", 0))
+    sync.add(1, msg("R again", 0))
+    sync.add(0, msg("L again", 0))
+    sync.add(0, msg("L replaced", 0))  # no partner yet: it replaces nothing
+    sync.add(0, msg("L newest", 0))  # replaces "L replaced" (one message per stamp)
+    sync.add(1, msg("R newest", 0))
+    assert recorder.sets == [("L", "R"), ("L again", "R again"), ("L newest", "R newest")]
+    assert sync.dropped_per_input == (1, 0)
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_a_pair_older_than_the_last_one_is_not_refused(approximate: bool):
+    """Input time going back (bag loop, clock reset): pairing goes on at once."""
+    recorder = Recorder()
+    sync = (ApproximateTimeSynchronizer(2, 5, 0.010, recorder) if approximate
+            else ExactTimeSynchronizer(2, 5, recorder))
+    for stamp in (60_000, 60_100):
+        sync.add(0, msg(f"L{stamp}", stamp))
+        sync.add(1, msg(f"R{stamp}", stamp))
+    sync.add(0, msg("L0", 0))
+    sync.add(1, msg("R0", 0))
+    assert recorder.sets == [("L60000", "R60000"), ("L60100", "R60100"), ("L0", "R0")]
+    assert sync.dropped == 0
 
 
 def test_approximate_matches_within_slop_only():
@@ -130,7 +150,12 @@ def test_approximate_picks_the_closest_and_drops_older():
     assert recorder.sets == [("L", "R b", "I b")]
     # R a and I a are older than what was emitted on their inputs: discarded.
     assert sync.dropped_per_input == (0, 1, 1)
-    sync.add(1, msg("R late", 995))
+    sync.add(1, msg("R late", 995))  # taken; lost when a newer set goes out
+    assert sync.dropped_per_input == (0, 1, 1)
+    sync.add(0, msg("L2", 1100))
+    sync.add(1, msg("R2", 1100))
+    sync.add(2, msg("I2", 1100))
+    assert recorder.sets == [("L", "R b", "I b"), ("L2", "R2", "I2")]
     assert sync.dropped_per_input == (0, 2, 1)
 
 
@@ -145,7 +170,7 @@ def test_approximate_whole_set_must_fit_in_slop():
     assert recorder.sets == [("L", "R", "I close")]
 
 
-def test_approximate_queue_overflow_and_no_double_emission():
+def test_approximate_queue_overflow_and_a_late_message():
     recorder = Recorder()
     sync = ApproximateTimeSynchronizer(2, 2, 0.005, recorder)
     for stamp in (100, 200, 300):
@@ -154,11 +179,12 @@ def test_approximate_queue_overflow_and_no_double_emission():
     sync.add(1, msg("R100", 101))  # L100 is gone
     assert recorder.sets == []
     sync.add(1, msg("R200", 201))
-    sync.add(1, msg("R200 again", 202))  # L200 already used
+    sync.add(1, msg("R200 again", 202))  # L200 already used: waits, no partner
     assert recorder.sets == [("L200", "R200")]
     sync.add(1, msg("R300", 299))
     assert recorder.sets == [("L200", "R200"), ("L300", "R300")]
     assert sync.emitted == 2
+    assert sync.dropped_per_input == (1, 2)  # L100; R100 and "R200 again"
 
 
 def test_threads_see_every_pair_exactly_once():
@@ -174,8 +200,8 @@ def test_threads_see_every_pair_exactly_once():
         thread.start()
     for thread in threads:
         thread.join()
-    # The in-order rule may drop messages whose partner came after a newer set went
-    # out, but every message is either emitted once or counted as dropped.
+    # A set that goes out discards older incomplete ones, but every message is either
+    # emitted once or counted as dropped (the last stamp completes and clears the rest).
     emitted = [int(names[0].split(":")[1]) for names in recorder.sets]
     assert emitted == sorted(set(emitted))
     assert all(names == (f"0:{stamp}", f"1:{stamp}")
