@@ -3,8 +3,10 @@
 `DiagnosticsPublisher` that puts its verdicts on /diagnostics.
 
 The monitor says what is wrong and, where it can tell, why: an input without a
-publisher (remapping), a publisher whose messages never arrive (QoS), a missing
-camera_info, or left/right stamps that never pair (synchronisation policy).
+publisher (remapping), a publisher whose messages never arrive (a QoS the node can see
+is incompatible, else messages lost in transport, typically large images over UDP
+with small socket buffers), a missing camera_info, left/right stamps that never pair
+(synchronisation policy), or input time that jumped back.
 All times are seconds; `now_s` is any monotonic clock, the same for every call.
 """
 
@@ -102,9 +104,11 @@ class HealthMonitor:
 
     Feed it from the node: `on_input` for every message on an input topic (index into
     `topics`), `on_sync` for every synchronised pair, `on_result` after publishing,
-    `on_drop` for every pair not processed, `set_publisher_counts` from
-    `count_publishers()` now and then. `evaluate(now_s)` returns one HealthStatus per
-    entry of STATUS_NAMES.
+    `on_drop` for every pair not processed after synchronisation,
+    `set_synchronizer_drops` with the synchronizer's total, `on_idle` for a pair
+    skipped because no output has a subscriber, `on_time_jump` when input time went
+    back, `set_publisher_counts` from `count_publishers()` now and then.
+    `evaluate(now_s)` returns one HealthStatus per entry of STATUS_NAMES.
     """
 
     def __init__(
@@ -152,7 +156,11 @@ class HealthMonitor:
         self._last_result: float | None = None
         self._last_latency: float | None = None
         self.frames_processed = 0
-        self.frames_dropped = 0
+        self.frames_dropped = 0  # after synchronisation (busy, failed, bad input)
+        self.synchronizer_drops = 0
+        self._last_idle: float | None = None
+        self._last_jump: tuple[float, float] | None = None  # (size_s, when)
+        self._qos_problems: list[str | None] | None = None  # None: not known
 
     # ---- events ------------------------------------------------------------------------
     def _started(self, now_s: float) -> None:
@@ -197,12 +205,35 @@ class HealthMonitor:
         with self._lock:
             self.frames_dropped += 1
 
-    def set_publisher_counts(self, counts: Sequence[int]) -> None:
-        """Publishers currently matched by name on each input topic (count_publishers)."""
-        if len(counts) != 4:
+    def set_synchronizer_drops(self, total: int) -> None:
+        """Pairs the synchronizer lost so far (incomplete, replaced, overflowed)."""
+        with self._lock:
+            self.synchronizer_drops = int(total)
+
+    def on_idle(self, now_s: float) -> None:
+        """A pair was skipped on purpose: no output has a subscriber."""
+        with self._lock:
+            self._last_idle = now_s
+
+    def on_time_jump(self, size_s: float, now_s: float) -> None:
+        """Input stamps went back by `size_s`: stamp history and latencies restart."""
+        with self._lock:
+            self._last_jump = (size_s, now_s)
+            for stamps in self._stamps:
+                stamps.clear()
+            self._latencies.clear()
+            self._last_latency = None
+
+    def set_publisher_counts(self, counts: Sequence[int],
+                             qos_problems: Sequence[str | None] | None = None) -> None:
+        """Publishers currently matched by name on each input topic (count_publishers)
+        and, per topic, why a publisher's QoS cannot match the subscription (None: all
+        compatible, or unknown)."""
+        if len(counts) != 4 or (qos_problems is not None and len(qos_problems) != 4):
             raise ValueError("one publisher count per input topic")
         with self._lock:
             self._publisher_counts = [int(count) for count in counts]
+            self._qos_problems = None if qos_problems is None else list(qos_problems)
 
     def set_device(self, device: str) -> None:
         """The device the backend really runs on (after `auto` was resolved)."""
@@ -230,9 +261,22 @@ class HealthMonitor:
             return ""
         if count == 0:
             return " (no publisher: check the topic remapping and namespace)"
-        return (f" though {count} publisher(s) exist: it is not publishing, or a QoS "
-                "mismatch, e.g. a best-effort publisher and a reliable subscription (set "
-                "qos_overrides.<topic>.subscription.reliability: best_effort)")
+        if self._qos_problems is None:  # the node did not say: do not guess
+            return (f" though {count} publisher(s) exist: it is not publishing, its QoS is "
+                    "incompatible, or its messages are lost in transport")
+        problem = self._qos_problems[index]
+        if problem:
+            return (f" though {count} publisher(s) exist: QoS incompatible ({problem}; "
+                    "set qos_overrides.<topic>.subscription.reliability: best_effort)")
+        text = f" though {count} publisher(s) with compatible QoS exist"
+        if index in (LEFT_IMAGE, RIGHT_IMAGE) and any(
+                self._last_arrival[info] is not None for info in (LEFT_INFO, RIGHT_INFO)):
+            # camera_info (small) gets through, images (large) do not: transport.
+            return (text + ": camera_info arrives but images do not, so large messages are "
+                    "likely lost in transport (Fast DDS over UDP with small socket buffers: "
+                    "export FASTDDS_BUILTIN_TRANSPORTS='DEFAULT?sockets_size=4MB' on both "
+                    "sides, or raise net.core.rmem_max)")
+        return text + ": it is not publishing, or its messages are lost in transport"
 
     def _inputs(self, now_s: float) -> HealthStatus:
         elapsed = now_s - self._start_s
@@ -309,7 +353,11 @@ class HealthMonitor:
         if self._last_sync is not None:
             reference = max(reference, self._last_sync)
         failing_s = now_s - reference
-        if failing_s <= self.sync_timeout_s:
+        # Only images arriving for sync_timeout_s without a pair are a failure: a
+        # stream that just stopped is the inputs check's business.
+        newest_image = max(t for t in (self._last_arrival[LEFT_IMAGE],
+                                       self._last_arrival[RIGHT_IMAGE]) if t is not None)
+        if newest_image - reference <= self.sync_timeout_s:
             if self._last_sync is None:
                 return HealthStatus(STATUS_SYNC, STALE, "waiting for the first pair", values)
             return HealthStatus(STATUS_SYNC, OK,
@@ -337,8 +385,7 @@ class HealthMonitor:
                 causes.append(f"no publisher on {topic}: check the topic remapping and "
                               "namespace")
             elif count:
-                causes.append(f"QoS mismatch likely: {topic} has {count} publisher(s) but "
-                              "no messages arrive")
+                causes.append(f"no messages on {topic}" + self._silence_cause(index))
             else:
                 causes.append(f"no messages on {topic}")
         mismatch = self._stamp_mismatch()
@@ -347,9 +394,23 @@ class HealthMonitor:
         if causes:
             message = f"no pair for {failing_s:.1f} s: " + "; ".join(causes)
             return HealthStatus(STATUS_SYNC, ERROR, message, values)
-        return HealthStatus(STATUS_SYNC, WARN,
-                            f"no pair for {failing_s:.1f} s while images arrive; cause "
-                            "unknown (queue_size too small for the stamp spread?)", values)
+        return HealthStatus(STATUS_SYNC, WARN, f"no pair for {failing_s:.1f} s while "
+                            f"images arrive: {self._pairing_evidence(now_s)}", values)
+
+    def _pairing_evidence(self, now_s: float) -> str:
+        """What the monitor saw of a stall whose stamps could pair."""
+        seen = []
+        if self._last_jump is not None:
+            size_s, when = self._last_jump
+            seen.append(f"input time jumped back by {size_s:.1f} s {now_s - when:.1f} s ago")
+        if self.synchronizer_drops:
+            seen.append(f"the synchronizer dropped {self.synchronizer_drops} pair(s) "
+                        "incomplete (a message lost, or queue_size too small for the delay "
+                        "between the topics)")
+        if not seen:
+            seen.append("every message is still waiting for its partners (a topic "
+                        "delayed by more than queue_size messages?)")
+        return "; ".join(seen)
 
     def _processing(self, now_s: float) -> HealthStatus:
         while self._latencies and self._latencies[0][0] < now_s - self.window_s:
@@ -358,7 +419,8 @@ class HealthMonitor:
         values = {
             "output rate [Hz]": f"{self._output_rate.hz(now_s):.2f}",
             "frames processed": str(self.frames_processed),
-            "frames dropped": str(self.frames_dropped),
+            "frames dropped": str(self.frames_dropped + self.synchronizer_drops),
+            "dropped by the synchronizer": str(self.synchronizer_drops),
             "max latency bound [s]": f"{self.max_latency_s:g}",
         }
         if self._last_latency is not None:
@@ -368,12 +430,18 @@ class HealthMonitor:
             values["max latency [s]"] = f"{max(recent):.3f}"
 
         if self._last_result is None:
+            if self._idle(now_s):
+                return HealthStatus(STATUS_PROCESSING, OK,
+                                    "idle: no subscriber on any output", values)
             if self._last_sync is None:
                 return HealthStatus(STATUS_PROCESSING, STALE, "no pairs yet", values)
             return HealthStatus(STATUS_PROCESSING, STALE,
                                 "waiting for the first result (model loading or warm-up)",
                                 values)
         result_age = now_s - self._last_result
+        if self._idle(now_s):
+            return HealthStatus(STATUS_PROCESSING, OK, "idle: no subscriber on any output",
+                                values)
         if (result_age > self.input_timeout_s and self._last_sync is not None
                 and self._last_sync > self._last_result):
             return HealthStatus(STATUS_PROCESSING, WARN,
@@ -390,6 +458,12 @@ class HealthMonitor:
                                 f"{mean * 1e3:.0f} ms", values)
         return HealthStatus(STATUS_PROCESSING, STALE,
                             f"no result for {result_age:.1f} s", values)
+
+    def _idle(self, now_s: float) -> bool:
+        """The newest pair was skipped because nobody listens."""
+        del now_s  # idle until a pair is processed again, however old
+        return (self._last_idle is not None and self._last_sync is not None
+                and self._last_idle >= self._last_sync)
 
     def _device(self) -> HealthStatus:
         allocated = self._gpu_memory_fn(self.device)

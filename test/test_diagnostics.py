@@ -119,13 +119,22 @@ def test_no_messages_and_no_publisher_points_at_the_remapping():
     assert status.values["right/camera_info publishers"] == "0"
 
 
-def test_no_messages_although_published_points_at_qos():
-    monitor = make(input_timeout_s=3.0)
-    monitor.set_publisher_counts([2, 2, 1, 1])
-    status = by_name(monitor, 4.0)["inputs"]
+def test_no_messages_although_published_names_what_the_node_can_see():
+    unknown = make(input_timeout_s=3.0)
+    unknown.set_publisher_counts([2, 2, 1, 1])
+    status = by_name(unknown, 4.0)["inputs"]
     assert status.level == ERROR
-    assert "QoS mismatch" in status.message
-    assert "2 publisher(s)" in status.message
+    assert "2 publisher(s) exist: it is not publishing, its QoS is incompatible" in (
+        status.message)
+
+    incompatible = make(input_timeout_s=3.0)
+    reason = "ERROR: Best effort publisher and reliable subscription;"
+    incompatible.set_publisher_counts([2, 2, 1, 1], [reason, None, None, None])
+    message = by_name(incompatible, 4.0)["inputs"].message
+    assert f"left/image_rect in 4.0 s though 2 publisher(s) exist: QoS incompatible ({reason}" in (
+        message)
+    assert "right/image_rect in 4.0 s though 2 publisher(s) with compatible QoS exist: it is " \
+           "not publishing" in message
 
 
 def test_images_stopping_is_an_error_after_the_timeout():
@@ -190,7 +199,7 @@ def test_late_arrival_of_equal_stamps_is_not_a_mismatch():
     status = by_name(monitor, last + 0.001)["synchronization"]
     assert status.level == WARN
     assert "stamps" not in status.message
-    assert "cause unknown" in status.message
+    assert "still waiting for its partners" in status.message
 
 
 def test_camera_info_stamps_must_match_when_synchronised_with_the_images():
@@ -223,13 +232,52 @@ def test_approximate_sync_judges_stamps_against_the_tolerance():
     assert "stamps" not in status.message
 
 
-def test_silent_right_camera_with_publisher_is_diagnosed_as_qos():
+def test_silent_right_camera_with_compatible_publisher_points_at_socket_buffers():
+    """Both ends best effort, camera_info gets through, 640x480 images do not: Fast DDS's
+    default UDP socket buffers, not QoS."""
     monitor = make(sync_timeout_s=2.0)
-    monitor.set_publisher_counts([1, 1, 1, 1])
+    monitor.set_publisher_counts([1, 1, 1, 1], [None] * 4)
     last = feed(monitor, 0.0, 4.0, topics=(LEFT_IMAGE, LEFT_INFO, RIGHT_INFO), sync=False)
     status = by_name(monitor, last)["synchronization"]
     assert status.level == ERROR
-    assert "QoS mismatch likely: right/image_rect has 1 publisher(s)" in status.message
+    assert "no messages on right/image_rect though 1 publisher(s) with compatible QoS" in (
+        status.message)
+    assert "camera_info arrives but images do not" in status.message
+    assert "sockets_size" in status.message
+    assert "QoS incompatible" not in status.message
+
+
+def test_silent_right_camera_with_incompatible_publisher_is_diagnosed_as_qos():
+    monitor = make(sync_timeout_s=2.0)
+    monitor.set_publisher_counts([1, 1, 1, 1], [None, "best effort publisher", None, None])
+    last = feed(monitor, 0.0, 4.0, topics=(LEFT_IMAGE, LEFT_INFO, RIGHT_INFO), sync=False)
+    status = by_name(monitor, last)["synchronization"]
+    assert status.level == ERROR
+    assert "right/image_rect though 1 publisher(s) exist: QoS incompatible (best effort " \
+           "publisher" in status.message
+    assert "sockets_size" not in status.message
+
+
+def test_a_stream_that_stops_is_no_sync_failure():
+    """Between the sync timeout (2 s) and the input timeout (3 s) after the last pair the
+    images have stopped too: that is no pairing problem."""
+    monitor = make(sync_timeout_s=2.0, input_timeout_s=3.0)
+    last = feed(monitor, 0.0, 5.0)
+    for after_s in (2.1, 2.5, 2.9):
+        assert by_name(monitor, last + after_s)["synchronization"].level == OK, after_s
+    assert by_name(monitor, last + 3.5)["synchronization"].level == STALE
+
+
+def test_a_stall_after_a_time_jump_names_the_jump_and_the_drops():
+    monitor = make(sync_timeout_s=2.0)
+    last = feed(monitor, 0.0, 1.0)
+    monitor.on_time_jump(60.0, last)
+    monitor.set_synchronizer_drops(4)
+    last = feed(monitor, last, last + 3.0, sync=False)
+    status = by_name(monitor, last)["synchronization"]
+    assert status.level == WARN
+    assert "input time jumped back by 60.0 s 3.0 s ago" in status.message
+    assert "the synchronizer dropped 4 pair(s)" in status.message
 
 
 def test_sync_clock_restarts_when_images_resume_after_a_silence():
@@ -280,11 +328,43 @@ def test_waiting_for_first_result_then_stuck_backend():
     assert "although pairs arrive" in status.message
 
 
-def test_drops_are_counted():
+def test_drops_are_counted_with_the_synchronizer_s():
     monitor = make()
     for _ in range(3):
         monitor.on_drop()
     assert by_name(monitor, 0.1)["processing"].values["frames dropped"] == "3"
+    monitor.set_synchronizer_drops(37)
+    values = by_name(monitor, 0.2)["processing"].values
+    assert values["frames dropped"] == "40"
+    assert values["dropped by the synchronizer"] == "37"
+
+
+def test_idle_on_purpose_is_ok_not_a_stuck_backend():
+    monitor = make(input_timeout_s=3.0)
+    last = feed(monitor, 0.0, 1.0)  # processed while someone listened
+    now = last
+    while now < last + 10.0:  # then pairs keep coming, and nobody listens
+        monitor.on_input(LEFT_IMAGE, now, now)
+        monitor.on_sync(now)
+        monitor.on_idle(now)
+        now += PERIOD_S
+    status = by_name(monitor, now)["processing"]
+    assert status.level == OK
+    assert "idle" in status.message
+    monitor.on_sync(now + 0.1)  # a pair for a subscriber that never gets a result
+    later = by_name(monitor, now + 4.0)["processing"]
+    assert later.level == WARN
+    assert "although pairs arrive" in later.message
+
+
+def test_a_time_jump_restarts_the_latency_statistics():
+    monitor = make(max_latency_s=1.0)
+    last = feed(monitor, 0.0, 2.0, latency_s=1.5)
+    assert by_name(monitor, last)["processing"].level == WARN
+    monitor.on_time_jump(5.0, last)
+    status = by_name(monitor, last + 0.1)["processing"]
+    assert "mean latency [s]" not in status.values
+    assert "last latency [s]" not in status.values
 
 
 # ---- device ----------------------------------------------------------------------------
