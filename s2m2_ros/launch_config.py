@@ -86,8 +86,8 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     _spec("occlusion_threshold", 0.5, "pixels with visibility below this are occluded and "
           "invalid in depth and the point cloud", unit="0..1", min_value=0.0, max_value=1.0),
     _spec("min_depth", 0.0, "points nearer than this are invalid", unit="m", min_value=0.0),
-    _spec("max_depth", 0.0, "points farther than this are invalid; 0: no limit", unit="m",
-          min_value=0.0),
+    _spec("max_depth", 0.0, "points farther than this are invalid; 0: no limit; not below "
+          "min_depth", unit="m", min_value=0.0),
     _spec("depth_encoding", "32FC1", "depth image encoding: 32FC1 in metres (NaN invalid) or "
           "16UC1 in millimetres (0 invalid), as depth_image_proc", choices=("32FC1", "16UC1")),
     _spec("use_color", True, "colour the point cloud from the left image (rgb field)"),
@@ -100,6 +100,8 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
           min_value=0.0),
     _spec("queue_size", 5, "synchronizer and subscription queue length", unit="messages",
           min_value=1, max_value=100),
+    _spec("max_input_pixels", 4096 * 3072, "pairs with more pixels per image are rejected "
+          "(the network's memory grows with the image)", unit="pixels", min_value=256),
     _spec("publish_disparity", True, "publish stereo_msgs/DisparityImage on disparity"),
     _spec("publish_depth", True, "publish depth and depth/camera_info"),
     _spec("publish_confidence", True, "publish the confidence image (32FC1, 0..1)"),

@@ -34,6 +34,7 @@ EXPECTED_PARAMETERS = {
     "refine_iters", "allow_negative", "input_scale", "confidence_threshold",
     "occlusion_threshold", "min_depth", "max_depth", "depth_encoding", "use_color",
     "dense_cloud", "approximate_sync", "approximate_sync_tolerance_seconds", "queue_size",
+    "max_input_pixels",
     "publish_disparity", "publish_depth", "publish_confidence", "publish_occlusion",
     "publish_points", "status_period_s", "max_latency_s", "input_timeout_s",
 }
