@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import importlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -40,10 +39,13 @@ def _setup_py_console_scripts() -> dict[str, str]:
 
 
 def _cmake_console_scripts() -> dict[str, str]:
-    text = (REPO / "CMakeLists.txt").read_text()
-    block = re.search(r"set\(_console_scripts(.*?)\)", text, re.S)
-    assert block, "CMakeLists.txt has no _console_scripts list"
-    pairs = (entry.split("=") for entry in re.findall(r'"([^"]+)"', block.group(1)))
+    """What CMakeLists.txt (the colcon route) installs launchers for: it reads setup.py
+    through cmake/console_scripts.py."""
+    assert "cmake/console_scripts.py" in (REPO / "CMakeLists.txt").read_text()
+    result = subprocess.run(
+        [sys.executable, str(REPO / "cmake" / "console_scripts.py"), str(REPO / "setup.py")],
+        capture_output=True, text=True, check=True, timeout=60)
+    pairs = (line.split("=") for line in result.stdout.splitlines())
     return {name: target for name, target in pairs}
 
 
