@@ -1,12 +1,36 @@
-"""ament_python / pip build script for s2m2_ros."""
+"""pip build script for s2m2_ros (colcon builds CMakeLists.txt instead)."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "s2m2_ros"
 
-setup(
+LAUNCHER_TEMPLATE = """#!/bin/sh
+# s2m2_ros: ros2 run and ros2 launch look for executables in <prefix>/lib/s2m2_ros,
+# pip installs console scripts in <prefix>/bin: run the one pip wrote there.
+exec "$(dirname -- "$0")/../../bin/{name}" "$@"
+"""
+
+
+def ros_launchers(console_scripts: list[str], folder: str = "build/ros_launchers") -> list[str]:
+    """Write a launcher for each console script into `folder`; their paths, for data_files."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for entry in console_scripts:
+        name = entry.split("=")[0].strip()
+        path = os.path.join(folder, name)
+        temporary = f"{path}.{os.getpid()}.tmp"  # parallel builds never read half a file
+        with open(temporary, "w", encoding="utf-8") as launcher:
+            launcher.write(LAUNCHER_TEMPLATE.format(name=name))
+        os.chmod(temporary, 0o755)
+        os.replace(temporary, path)
+        paths.append(path)
+    return paths
+
+
+SETUP = dict(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
@@ -41,3 +65,9 @@ setup(
         ],
     },
 )
+
+# The venv route (pip install .): ros2 run and ros2 launch find every console script
+# in <prefix>/lib/s2m2_ros as they do after a colcon build.
+SETUP["data_files"].append(
+    (f"lib/{PACKAGE}", ros_launchers(SETUP["entry_points"]["console_scripts"])))
+setup(**SETUP)

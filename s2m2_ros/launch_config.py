@@ -21,6 +21,7 @@ EXECUTABLE = "stereo_node"
 NODE_NAME = "s2m2_stereo"
 DEFAULT_PARAMS_FILE = "s2m2_stereo.yaml"
 RVIZ_CONFIG_FILE = "s2m2_stereo.rviz"
+RVIZ_PACKAGE = "rviz2"  # package and executable
 
 MODEL_NAMES = ("S", "M", "L", "XL")
 DEVICE_PATTERN = r"auto|cpu|cuda|cuda:\d+"
@@ -416,11 +417,44 @@ def launch_argument_defaults() -> dict[str, str]:
     return {name: default for name, default, _description, _choices in LAUNCH_ARGUMENTS}
 
 
+def package_executable(package: str, executable: str) -> str | None:
+    """Where `ros2 run` and launch_ros find `executable` of `package`
+    (<prefix>/lib/<package>/<executable> in the ament index); None when not installed."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:
+        return None
+    try:
+        prefix = get_package_prefix(package)
+    except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset
+        return None
+    path = os.path.join(prefix, "lib", package, executable)
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def _rviz_arguments(values: Mapping[str, str], preset: CameraPreset, share_dir: str) -> list[str]:
+    # Checked here, before the launch starts anything: launch_ros would only find out when
+    # it reaches the rviz2 action, with the stereo node already running.
+    if package_executable(RVIZ_PACKAGE, RVIZ_PACKAGE) is None:
+        raise ValueError(
+            "use_rviz:=true, but rviz2 is not installed (no rviz2 executable in "
+            "AMENT_PREFIX_PATH): install it (ros-<distro>-rviz2) or launch with "
+            "use_rviz:=false; nothing was started")
+    rviz_config = os.path.expanduser(values["rviz_config"].strip()) or os.path.join(
+        share_dir, "rviz", RVIZ_CONFIG_FILE)
+    if not os.path.isfile(rviz_config):
+        raise ValueError(f"rviz_config: {rviz_config} does not exist")
+    fixed_frame = values["fixed_frame"].strip() or preset.fixed_frame
+    return ["-d", rviz_config, "-f", fixed_frame]
+
+
 def build_launch_plan(arguments: Mapping[str, str], share_dir: str) -> LaunchPlan:
     """Turn resolved launch argument strings into the node (and rviz2) configuration.
 
     Parameter layering, later wins: packaged config/s2m2_stereo.yaml < the camera
     preset's file < params_file < the named launch arguments < node_parameters.
+    Raises ValueError, one line, for anything that would fail once processes run
+    (use_rviz without rviz2 installed included).
     """
     values = launch_argument_defaults()
     unknown = set(arguments) - set(values)
@@ -466,10 +500,7 @@ def build_launch_plan(arguments: Mapping[str, str], share_dir: str) -> LaunchPla
 
     rviz_arguments = None
     if parse_bool(values["use_rviz"], "use_rviz"):
-        rviz_config = os.path.expanduser(values["rviz_config"].strip()) or os.path.join(
-            share_dir, "rviz", RVIZ_CONFIG_FILE)
-        fixed_frame = values["fixed_frame"].strip() or preset.fixed_frame
-        rviz_arguments = ["-d", rviz_config, "-f", fixed_frame]
+        rviz_arguments = _rviz_arguments(values, preset, share_dir)
 
     return LaunchPlan(
         namespace=values["namespace"].strip(),

@@ -57,3 +57,42 @@ def ros_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def make_ament_prefix(prefix: Path, package: str, executables: dict[str, str]) -> Path:
+    """An ament prefix holding `package` with shell-script `executables` (name -> body) in
+    lib/<package>, as a colcon or apt install lays it out."""
+    marker = prefix / "share" / "ament_index" / "resource_index" / "packages" / package
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("")
+    (prefix / "share" / package).mkdir(parents=True, exist_ok=True)
+    for name, body in executables.items():
+        path = prefix / "lib" / package / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    return prefix
+
+
+@pytest.fixture
+def rviz2_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An rviz2 package (an executable that only sleeps) on AMENT_PREFIX_PATH."""
+    prefix = make_ament_prefix(tmp_path / "rviz2_prefix", "rviz2", {"rviz2": "exec sleep 600"})
+    paths = [str(prefix), *[p for p in os.environ["AMENT_PREFIX_PATH"].split(os.pathsep) if p]]
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join(paths))
+    return prefix
+
+
+@pytest.fixture
+def rviz2_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AMENT_PREFIX_PATH without any prefix that holds rviz2 (a full install may have it)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+    paths = [p for p in os.environ["AMENT_PREFIX_PATH"].split(os.pathsep) if p]
+    while True:
+        try:
+            holder = get_package_prefix("rviz2")
+        except PackageNotFoundError:
+            return
+        paths = [p for p in paths if os.path.realpath(p) != os.path.realpath(holder)]
+        monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join(paths))

@@ -433,7 +433,8 @@ class StereoRig:
     """
 
     def __init__(self, namespace: str, output_topics: Iterable[str] = OUTPUT_TOPICS,
-                 input_qos: Any = None) -> None:
+                 input_qos: Any = None,
+                 camera_namespaces: tuple[str, str] = ("left", "right")) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -449,11 +450,16 @@ class StereoRig:
         self._subscriptions: dict[str, Any] = {}
         self.diagnostics_dropped: int | None = None
         self.diagnostics_count = 0
+        self._spin_error: Exception | None = None
 
         qos = input_qos if input_qos is not None else qos_profile_sensor_data
         types = (Image, Image, CameraInfo, CameraInfo)
+        # The node's inputs left/..., right/... as remapped (e.g. by a launch) to the cameras.
+        cameras = {"left": camera_namespaces[0], "right": camera_namespaces[1]}
+        input_topics = [cameras[side] + "/" + name
+                        for side, name in (topic.split("/", 1) for topic in INPUT_TOPICS)]
         self._publishers = [self.node.create_publisher(msg_type, self.topic(topic), qos)
-                            for msg_type, topic in zip(types, INPUT_TOPICS, strict=True)]
+                            for msg_type, topic in zip(types, input_topics, strict=True)]
         self.status_type = status_message_type()
         for topic in output_topics:
             self.subscribe(topic)
@@ -475,8 +481,15 @@ class StereoRig:
         return f"{self.namespace}/{name}"
 
     def _spin(self) -> None:
-        while self._spinning:
-            self._executor.spin_once(timeout_sec=0.05)
+        # An exception in a callback would end this thread silently and every later
+        # wait would time out; keep it and raise it from wait_for instead.
+        try:
+            while self._spinning:
+                self._executor.spin_once(timeout_sec=0.05)
+        except Exception as error:  # noqa: BLE001 - reported to the test by wait_for
+            with self._condition:
+                self._spin_error = error
+                self._condition.notify_all()
 
     def _message_type(self, topic: str) -> type:
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -518,23 +531,34 @@ class StereoRig:
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
-            if status.name.endswith(": processing"):
-                values = {pair.key: pair.value for pair in status.values}
-                with self._condition:
-                    self.diagnostics_dropped = int(values["frames dropped"])
-                    self.diagnostics_count += 1
-                    self._condition.notify_all()
+            if not status.name.endswith(": processing"):
+                continue
+            values = {pair.key: pair.value for pair in status.values}
+            # diagnostic_updater's first statuses ("Node starting up") carry no values.
+            if "frames dropped" not in values:
+                continue
+            with self._condition:
+                self.diagnostics_dropped = int(values["frames dropped"])
+                self.diagnostics_count += 1
+                self._condition.notify_all()
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Wait until ``predicate()`` (evaluated under the rig's lock) holds."""
         deadline = time.monotonic() + timeout_s
         with self._condition:
             while not predicate():
+                if self._spin_error is not None:
+                    raise RuntimeError("the rig stopped receiving: a callback raised "
+                                       f"{self._spin_error!r}") from self._spin_error
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._condition.wait(timeout=min(remaining, 0.2))
             return True
+
+    def inputs_matched(self) -> bool:
+        """Whether a subscriber (the node) listens on every input topic."""
+        return all(p.get_subscription_count() > 0 for p in self._publishers)
 
     def wait_connected(self, node: NodeProcess, timeout_s: float = 90.0) -> None:
         """Wait for the node to start and both directions of every topic to match."""
@@ -543,7 +567,7 @@ class StereoRig:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert node.alive(), f"node exited:\n{node.output()}"
-            inputs = all(p.get_subscription_count() > 0 for p in self._publishers)
+            inputs = self.inputs_matched()
             outputs = all(s.get_publisher_count() > 0 for s in self._subscriptions.values())
             if inputs and outputs:
                 return

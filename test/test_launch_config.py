@@ -271,14 +271,50 @@ def test_plan_explicit_namespaces_beat_the_preset():
     assert remaps["right/camera_info"] == "/zedm/zed_node/right/camera_info"
 
 
-def test_plan_rviz_gets_config_and_fixed_frame():
+def test_plan_rviz_gets_config_and_fixed_frame(rviz2_installed, tmp_path):
     plan = build_launch_plan({"use_rviz": "True", "camera": "realsense_d4xx"}, SHARE)
     assert plan.rviz_arguments == [
         "-d", os.path.join(SHARE, "rviz", "s2m2_stereo.rviz"),
         "-f", "camera_infra1_optical_frame"]
+    mine = tmp_path / "x.rviz"
+    mine.write_text("")
     plan = build_launch_plan({"use_rviz": "1", "fixed_frame": "stereo_left",
-                              "rviz_config": "/tmp/x.rviz"}, SHARE)
-    assert plan.rviz_arguments == ["-d", "/tmp/x.rviz", "-f", "stereo_left"]
+                              "rviz_config": str(mine)}, SHARE)
+    assert plan.rviz_arguments == ["-d", str(mine), "-f", "stereo_left"]
+
+
+def test_plan_rejects_a_missing_rviz_config(rviz2_installed, tmp_path):
+    with pytest.raises(ValueError, match="rviz_config: .*nothing.rviz does not exist"):
+        build_launch_plan({"use_rviz": "true", "rviz_config": str(tmp_path / "nothing.rviz")},
+                          SHARE)
+
+
+def test_use_rviz_without_rviz2_fails_before_anything_starts(rviz2_missing):
+    with pytest.raises(ValueError) as error:
+        build_launch_plan({"use_rviz": "true"}, SHARE)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "rviz2 is not installed" in message
+    assert "use_rviz:=false" in message
+    # Without use_rviz the same environment launches the node.
+    assert build_launch_plan({"use_rviz": "false"}, SHARE).rviz_arguments is None
+
+
+def test_package_executable_follows_the_ament_index(tmp_path, monkeypatch):
+    from conftest import make_ament_prefix
+
+    first = make_ament_prefix(tmp_path / "first", "tool_pkg", {"tool": "true"})
+    second = make_ament_prefix(tmp_path / "second", "tool_pkg", {"tool": "true", "other": "true"})
+    (first / "lib" / "tool_pkg" / "plain_file").write_text("not executable")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join([str(first), str(second)]))
+    # The first prefix in the path that has the package wins, as in ros2 run.
+    assert launch_config.package_executable("tool_pkg", "tool") == str(
+        first / "lib" / "tool_pkg" / "tool")
+    assert launch_config.package_executable("tool_pkg", "other") is None
+    assert launch_config.package_executable("tool_pkg", "plain_file") is None
+    assert launch_config.package_executable("no_such_pkg", "tool") is None
+    monkeypatch.delenv("AMENT_PREFIX_PATH")
+    assert launch_config.package_executable("tool_pkg", "tool") is None
 
 
 @pytest.mark.parametrize(("arguments", "words"), [

@@ -1,12 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
-"""launch/stereo.launch.py with ROS 2's `launch`: its arguments, the actions it builds
-and, where launch_pytest and an installed s2m2_ros exist, the node it brings up."""
+"""launch/stereo.launch.py with ROS 2's `launch`: its arguments, the actions it builds,
+how a bad argument fails, and, where launch_pytest, the `ros2` command line and an
+installed s2m2_ros exist, what `ros2 launch` does with it and the node it brings up."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -79,15 +85,116 @@ def test_opaque_function_builds_the_stereo_node():
     assert node.node_executable == "stereo_node"
 
 
-def test_use_rviz_adds_rviz2():
+def test_use_rviz_adds_rviz2(rviz2_installed):
     actions = expand({"use_rviz": "true"})
     assert [(a.node_package, a.node_executable) for a in actions] == [
         ("s2m2_ros", "stereo_node"), ("rviz2", "rviz2")]
 
 
-def test_bad_argument_fails_the_launch_with_the_reason():
-    with pytest.raises(ValueError, match="S, M, L, XL"):
+def test_use_rviz_without_rviz2_builds_no_action(rviz2_missing):
+    with pytest.raises(ValueError, match="rviz2 is not installed"):
+        expand({"use_rviz": "true"})
+
+
+def test_a_value_outside_the_choices_is_refused_by_launch_itself():
+    # DeclareLaunchArgument checks `choices` before the OpaqueFunction runs: launch's
+    # own message, as `ros2 launch` prints it.
+    with pytest.raises(RuntimeError, match=r'Argument "model" provided value "XXL" is not '
+                       r"valid\. Valid options are: \['', 'S', 'M', 'L', 'XL'\]"):
         expand({"model": "XXL"})
+
+
+@pytest.mark.parametrize(("arguments", "reason"), [
+    ({"device": "gpu"}, "device: 'gpu' does not match auto, cpu, cuda"),
+    ({"node_parameters": "refine_iters:=99"}, "refine_iters: 99 is above the maximum 16"),
+    ({"camera": "generic", "left_namespace": "/x", "right_namespace": "/x"},
+     "left and right camera namespaces are both '/x'"),
+])
+def test_a_bad_value_fails_in_the_opaque_function_with_the_reason(arguments, reason):
+    with pytest.raises(ValueError) as error:
+        expand(arguments)
+    assert reason in str(error.value)
+
+
+# ---- `ros2 launch`: the command line with the installed package ------------------------------
+
+def _ros2_command() -> str | None:
+    """The `ros2` command of this environment, where ros2cli and ros2launch are installed."""
+    if importlib.util.find_spec("ros2launch") is None:
+        return None
+    beside_python = Path(sys.executable).parent / "ros2"
+    return str(beside_python) if beside_python.is_file() else shutil.which("ros2")
+
+
+def _installed_launcher() -> str | None:
+    from s2m2_ros.launch_config import package_executable
+
+    return package_executable("s2m2_ros", "stereo_node")
+
+
+def _processes_mentioning(marker: str) -> list[str]:
+    """Command lines of this machine's live processes that contain ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # exited meanwhile
+            continue
+        if marker in command:
+            found.append(f"{entry.name}: {command.strip()}")
+    return found
+
+
+needs_ros2_launch = pytest.mark.skipif(
+    _ros2_command() is None or _installed_launcher() is None,
+    reason="needs the `ros2` command with ros2launch (ROS 2 source, not on PyPI) and s2m2_ros "
+    "installed in an ament prefix (lib/s2m2_ros/stereo_node)")
+
+
+def ros2_launch(arguments: dict[str, str], timeout_s: float = 120.0) -> tuple[int, str]:
+    """`ros2 launch s2m2_ros stereo.launch.py name:=value ...`: exit status and output."""
+    command = [_ros2_command(), "launch", "s2m2_ros", "stereo.launch.py",
+               *[f"{name}:={value}" for name, value in arguments.items()]]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, text=True, env=env,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # whatever the launch started too
+        output, _ = process.communicate()
+        raise AssertionError(
+            f"ros2 launch did not exit within {timeout_s} s:\n{output}") from None
+    return process.returncode, output
+
+
+@needs_ros2_launch
+def test_ros2_launch_refuses_a_value_outside_the_choices():
+    status, output = ros2_launch({"model": "XXL"})
+    assert status != 0, output
+    assert ('Argument "model" provided value "XXL" is not valid. Valid options are: '
+            "['', 'S', 'M', 'L', 'XL']") in output
+    assert "process started" not in output, output
+
+
+@needs_ros2_launch
+def test_ros2_launch_use_rviz_without_rviz2_fails_and_starts_nothing():
+    from s2m2_ros.launch_config import package_executable
+
+    if package_executable("rviz2", "rviz2") is not None:
+        # Hiding its prefix from AMENT_PREFIX_PATH would hide the RMW and rclpy with it.
+        pytest.skip("rviz2 is installed here")
+    namespace = f"rviz_check_{uuid.uuid4().hex[:8]}"  # names this launch's processes
+    status, output = ros2_launch({"use_rviz": "true", "namespace": namespace,
+                                  "backend": "sgbm", "device": "cpu"})
+    assert status != 0, output
+    [line] = [line for line in output.splitlines() if "rviz2 is not installed" in line]
+    assert "use_rviz:=false" in line
+    assert "process started" not in output, output
+    assert _processes_mentioning(namespace) == []
 
 
 # ---- bring-up: launch_pytest with an installed package ------------------------------------
@@ -97,21 +204,9 @@ try:
 except ImportError:
     launch_pytest = None
 
-
-def _installed_executable() -> str | None:
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-    except ImportError:
-        return None
-    try:
-        prefix = get_package_prefix("s2m2_ros")
-    except PackageNotFoundError:
-        return None
-    path = os.path.join(prefix, "lib", "s2m2_ros", "stereo_node")
-    return path if os.access(path, os.X_OK) else None
-
-
 NAMESPACE = "launch_test"
+# The cameras in their own namespaces, remapped by the launch arguments.
+CAMERA_NAMESPACES = {"left_namespace": "cam_l", "right_namespace": "cam_r"}
 INPUTS = {f"/{NAMESPACE}/cam_l/image_rect", f"/{NAMESPACE}/cam_l/camera_info",
           f"/{NAMESPACE}/cam_r/image_rect", f"/{NAMESPACE}/cam_r/camera_info"}
 OUTPUTS = {f"/{NAMESPACE}/disparity", f"/{NAMESPACE}/depth", f"/{NAMESPACE}/points2",
@@ -126,14 +221,20 @@ else:
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
+    @pytest.fixture(scope="module")
+    def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from node_harness import write_tiny_checkpoint
+
+        return write_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pth")
+
     @launch_pytest.fixture
-    def stereo_launch():
+    def stereo_launch(tiny_checkpoint):
         return LaunchDescription([
             IncludeLaunchDescription(
                 PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
                 launch_arguments={
-                    "namespace": NAMESPACE, "left_namespace": "cam_l",
-                    "right_namespace": "cam_r", "backend": "sgbm", "device": "cpu",
+                    "namespace": NAMESPACE, **CAMERA_NAMESPACES,
+                    "weights": str(tiny_checkpoint), "device": "cpu",
                     "approximate_sync": "true",
                     "node_parameters": "refine_iters:=2 status_period_s:=0.0",
                 }.items(),
@@ -141,9 +242,26 @@ else:
             launch_pytest.actions.ReadyToTest(),
         ])
 
-    @pytest.mark.skipif(_installed_executable() is None,
-                        reason="s2m2_ros is not installed in an ament prefix (colcon build "
-                        "and source install/setup.bash first)")
+    def _wait_for_graph(probe, executor) -> tuple[set[str], set[str]]:
+        subscribed: set[str] = set()
+        published: set[str] = set()
+        deadline = time.monotonic() + 90.0  # the node imports torch: allow a slow start
+        while time.monotonic() < deadline:
+            if ("s2m2_stereo", f"/{NAMESPACE}") in probe.get_node_names_and_namespaces():
+                subscribed = {name for name, _types in
+                              probe.get_subscriber_names_and_types_by_node(
+                                  "s2m2_stereo", f"/{NAMESPACE}")}
+                published = {name for name, _types in
+                             probe.get_publisher_names_and_types_by_node(
+                                 "s2m2_stereo", f"/{NAMESPACE}")}
+                if subscribed >= INPUTS and published >= OUTPUTS:
+                    break
+            executor.spin_once(timeout_sec=0.2)
+        return subscribed, published
+
+    @pytest.mark.skipif(_installed_launcher() is None,
+                        reason="s2m2_ros is not installed in an ament prefix (no "
+                        "lib/s2m2_ros/stereo_node; colcon build, or pip install .)")
     @pytest.mark.launch(fixture=stereo_launch)
     def test_launch_brings_up_the_node():
         import rclpy
@@ -156,20 +274,7 @@ else:
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(probe)
         try:
-            subscribed: set[str] = set()
-            published: set[str] = set()
-            deadline = time.monotonic() + 60.0  # the node imports torch: allow a slow start
-            while time.monotonic() < deadline:
-                if ("s2m2_stereo", f"/{NAMESPACE}") in probe.get_node_names_and_namespaces():
-                    subscribed = {name for name, _types in
-                                  probe.get_subscriber_names_and_types_by_node(
-                                      "s2m2_stereo", f"/{NAMESPACE}")}
-                    published = {name for name, _types in
-                                 probe.get_publisher_names_and_types_by_node(
-                                     "s2m2_stereo", f"/{NAMESPACE}")}
-                    if subscribed >= INPUTS and published >= OUTPUTS:
-                        break
-                executor.spin_once(timeout_sec=0.2)
+            subscribed, published = _wait_for_graph(probe, executor)
             assert subscribed >= INPUTS, f"subscriptions: {sorted(subscribed)}"
             assert published >= OUTPUTS, f"publishers: {sorted(published)}"
 
@@ -182,12 +287,44 @@ else:
             executor.spin_until_future_complete(future, timeout_sec=10.0)
             assert future.done()
             backend, model, refine_iters, approximate_sync, device = future.result().values
-            assert backend.string_value == "sgbm"  # launch argument
-            assert model.string_value == "M"  # packaged config/s2m2_stereo.yaml
+            assert backend.string_value == "s2m2"  # packaged config/s2m2_stereo.yaml
+            assert model.string_value == "M"  # idem; the weights file decides the network
             assert refine_iters.integer_value == 2  # node_parameters pass-through
-            assert approximate_sync.bool_value is True
+            assert approximate_sync.bool_value is True  # named launch argument
             assert device.string_value == "cpu"
         finally:
             executor.shutdown()
             probe.destroy_node()
             rclpy.shutdown(context=context)
+
+    @pytest.mark.skipif(_installed_launcher() is None,
+                        reason="s2m2_ros is not installed in an ament prefix (no "
+                        "lib/s2m2_ros/stereo_node; colcon build, or pip install .)")
+    @pytest.mark.launch(fixture=stereo_launch)
+    def test_launched_node_answers_a_stereo_pair():
+        from node_harness import (
+            HEIGHT,
+            WIDTH,
+            StereoRig,
+            image_array,
+            pair_messages,
+            textured_pair,
+        )
+
+        # The launch remapped the node's inputs to cam_l/cam_r: the rig's cameras go there.
+        rig = StereoRig(NAMESPACE, output_topics=("disparity",),
+                        camera_namespaces=(CAMERA_NAMESPACES["left_namespace"],
+                                           CAMERA_NAMESPACES["right_namespace"]))
+        try:
+            left, right = textured_pair()
+            deadline = time.monotonic() + 120.0
+            while not rig.inputs_matched() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert rig.inputs_matched(), "the launched node never subscribed to the cameras"
+            outputs = rig.round_trip(pair_messages(left, right, rig.new_stamp()),
+                                     topics=("disparity",), timeout_s=90.0)
+            disparity = image_array(outputs["disparity"].image)
+            assert disparity.shape == (HEIGHT, WIDTH)
+            assert outputs["disparity"].header.frame_id == "left_camera_optical_frame"
+        finally:
+            rig.close()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import ast
 import importlib
-import re
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,13 @@ def _setup_py_console_scripts() -> dict[str, str]:
 
 
 def _cmake_console_scripts() -> dict[str, str]:
-    text = (REPO / "CMakeLists.txt").read_text()
-    block = re.search(r"set\(_console_scripts(.*?)\)", text, re.S)
-    assert block, "CMakeLists.txt has no _console_scripts list"
-    pairs = (entry.split("=") for entry in re.findall(r'"([^"]+)"', block.group(1)))
+    """What CMakeLists.txt (the colcon route) installs launchers for: it reads setup.py
+    through cmake/console_scripts.py."""
+    assert "cmake/console_scripts.py" in (REPO / "CMakeLists.txt").read_text()
+    result = subprocess.run(
+        [sys.executable, str(REPO / "cmake" / "console_scripts.py"), str(REPO / "setup.py")],
+        capture_output=True, text=True, check=True, timeout=60)
+    pairs = (line.split("=") for line in result.stdout.splitlines())
     return {name: target for name, target in pairs}
 
 
@@ -76,29 +80,84 @@ def test_console_script_is_on_path_and_resolves(name):
     assert callable(getattr(importlib.import_module(module_name), function_name))
 
 
-def test_non_editable_pip_install_puts_scripts_in_bin_and_share_files_in_share(tmp_path):
-    """`pip install .` (a wheel) ignores setup.cfg's colcon-only script folder."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel `pip install .` builds and installs, built from a copy of the checkout."""
     # setuptools builds in the source folder: use a copy, so that concurrent runs
     # and the checkout's build/ folder stay out of each other's way.
-    source = tmp_path / "source"
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
     ignore = shutil.ignore_patterns(".*", "__pycache__", "build", "*.egg-info", "test")
     shutil.copytree(REPO, source, ignore=ignore)
-    prefix = tmp_path / "prefix"
-    # --ignore-installed: without it pip uninstalls the venv's editable s2m2_ros first.
-    pip_install = [sys.executable, "-m", "pip", "install", "--quiet", "--ignore-installed"]
     result = subprocess.run(
-        [*pip_install, "--no-deps", "--no-build-isolation", "--prefix", str(prefix), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(work / "dist"), str(source)],
+        capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    scripts = {path.name for path in (prefix / "bin").iterdir()}
-    assert set(_setup_py_console_scripts()) <= scripts
-    assert not (prefix / "lib" / "s2m2_ros").exists()
+    [built] = (work / "dist").glob("s2m2_ros-*.whl")
+    return built
+
+
+def _pip_install_wheel(wheel: Path, *options: str, python: Path | None = None) -> None:
+    """`pip install` the wheel, into `python`'s environment when given."""
+    target = ["--python", str(python)] if python is not None else []
+    # --ignore-installed: without it pip uninstalls the venv's editable s2m2_ros first.
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", *target, "install", "--quiet", "--no-deps",
+         "--ignore-installed", *options, str(wheel)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _site_packages(prefix: Path) -> Path:
+    return Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
+
+
+def test_pip_install_puts_scripts_in_bin_and_in_lib_s2m2_ros_and_share_files_in_share(
+        wheel, tmp_path):
+    prefix = tmp_path / "prefix"
+    _pip_install_wheel(wheel, "--prefix", str(prefix))
+    console_scripts = set(_setup_py_console_scripts())
+    assert console_scripts <= {path.name for path in (prefix / "bin").iterdir()}
+    # Where `ros2 run` and `ros2 launch` look, as after a colcon build.
+    launchers = prefix / "lib" / "s2m2_ros"
+    assert {path.name for path in launchers.iterdir()} == console_scripts
+    for name in console_scripts:
+        assert os.access(launchers / name, os.X_OK), f"lib/s2m2_ros/{name} is not executable"
     share = prefix / "share" / "s2m2_ros"
     assert (share / "package.xml").is_file()
     assert (prefix / "share/ament_index/resource_index/packages/s2m2_ros").is_file()
     for folder in SHARE_DIRS:
         installed = {path.name for path in (share / folder).glob("*")}
         assert {path.name for path in _repo_files(folder)} <= installed
+
+
+def test_ros2_run_finds_the_pip_installed_launchers(wheel, tmp_path, monkeypatch):
+    from s2m2_ros.launch_config import package_executable
+
+    prefix = tmp_path / "prefix"
+    _pip_install_wheel(wheel, "--prefix", str(prefix))
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    # The lookup of `ros2 run s2m2_ros <name>` and of launch_ros' Node(package, executable).
+    for name in _setup_py_console_scripts():
+        assert package_executable("s2m2_ros", name) == str(prefix / "lib" / "s2m2_ros" / name)
+
+
+def test_launcher_in_a_fresh_venv_runs_that_venvs_console_script(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                             capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    _pip_install_wheel(wheel, python=venv / "bin" / "python")
+    for name in _setup_py_console_scripts():
+        assert os.access(venv / "bin" / name, os.X_OK), f"bin/{name}"
+        assert os.access(venv / "lib" / "s2m2_ros" / name, os.X_OK), f"lib/s2m2_ros/{name}"
+    # The bare venv has s2m2_ros but not its dependencies (torch, numpy): lend it this
+    # environment's on PYTHONPATH. Its own s2m2_ros is the only regular package of that
+    # name on its path, so the one imported.
+    launcher = venv / "lib" / "s2m2_ros" / "s2m2-download"
+    result = subprocess.run(
+        [str(launcher), "--help"], capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=sysconfig.get_path("purelib")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("usage: s2m2-download"), result.stdout
