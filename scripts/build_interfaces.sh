@@ -8,7 +8,7 @@
 #   S2M2_VENV   virtual environment to build against and install into (default: .venv)
 #
 # How: the repo's CMakeLists.txt is configured with -DS2M2_INTERFACES_ONLY=ON
-# by plain cmake, installed into build/interfaces/install, then merged into the
+# by plain cmake, installed into build/interfaces/<venv name>/install, then merged into the
 # venv: libraries to <venv>/lib (on LD_LIBRARY_PATH through the wheels'
 # ros_wheels_bootstrapper, which adds <venv>/lib; RPATH is set as well), Python
 # code to <venv>/lib/python3.X/site-packages/s2m2_ros/ without an __init__.py
@@ -21,7 +21,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${S2M2_VENV:-$repo/.venv}"
 venv="$(cd "$venv" && pwd)"
 python="$venv/bin/python"
-work="$repo/build/interfaces"
+# One build folder per venv: the Kilted and Jazzy environments build side by side.
+work="$repo/build/interfaces/$(basename "$venv")"
 stamp="$venv/.s2m2_ros_interfaces.stamp"
 manifest="$venv/.s2m2_ros_interfaces.files"
 log="$work/build.log"

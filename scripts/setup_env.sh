@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Create or update the development environment in .venv: the pinned
-# dependencies (requirements.txt), the package itself (editable), its share
-# files (setup.py's data_files) and the generated messages. Idempotent, and
-# quick when nothing changed: each step keeps a stamp in the venv.
+# Create or update the development environment of one ROS 2 distribution: the
+# pinned dependencies (requirements.txt, shared, plus requirements-ros-<distro>.txt),
+# the package itself (editable), its share files (setup.py's data_files) and the
+# generated messages. Idempotent, and quick when nothing changed: each step
+# keeps a stamp in the venv.
 #
 # Usage: scripts/setup_env.sh
-#   S2M2_VENV     virtual environment to create or update (default: <repo>/.venv)
-#   S2M2_PYTHON   interpreter for a new venv (default: python3.11, else python3);
-#                 the ROS 2 wheels on PyPI are built for CPython 3.11 only.
+#   S2M2_ROS_DISTRO  kilted (default) or jazzy: which ROS 2 wheels to install
+#   S2M2_VENV        virtual environment to create or update (default: <repo>/.venv
+#                    for kilted, <repo>/.venv-<distro> for the others)
+#   S2M2_PYTHON      interpreter for a new venv (default: python3.11, else python3);
+#                    the ROS 2 wheels on PyPI are built for CPython 3.11 only.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${S2M2_VENV:-$repo/.venv}"
+distro="${S2M2_ROS_DISTRO:-kilted}"
+ros_lock="$repo/requirements-ros-$distro.txt"
+if [[ ! -f "$ros_lock" ]]; then
+  echo "[setup_env] unknown S2M2_ROS_DISTRO '$distro': no ${ros_lock#"$repo"/}" >&2
+  exit 1
+fi
+if [[ "$distro" == kilted ]]; then default_venv="$repo/.venv"; else default_venv="$repo/.venv-$distro"; fi
+venv="${S2M2_VENV:-$default_venv}"
 
 say() { echo "[setup_env] $*"; }
 
@@ -47,12 +57,12 @@ pip_install() {
 }
 stamp_matches() { [[ -f "$1" && "$(cat "$1")" == "$2" ]]; }
 
-# 1. Pinned dependencies.
+# 1. Pinned dependencies: the shared non-ROS lock and the distribution's ROS lock.
 req_stamp="$venv/.s2m2_ros_requirements.stamp"
-req_hash="$(fingerprint "$repo/requirements.txt" "$venv/pyvenv.cfg")"
+req_hash="$(fingerprint "$repo/requirements.txt" "$ros_lock" "$venv/pyvenv.cfg")"
 if ! stamp_matches "$req_stamp" "$req_hash"; then
-  say "installing pinned dependencies (requirements.txt)"
-  pip_install -r "$repo/requirements.txt"
+  say "installing pinned dependencies (requirements.txt, ${ros_lock#"$repo"/})"
+  pip_install -r "$repo/requirements.txt" -r "$ros_lock"
   echo "$req_hash" > "$req_stamp"
 fi
 
@@ -69,9 +79,9 @@ if ! stamp_matches "$pkg_stamp" "$pkg_hash" || [[ ! -x "$venv/bin/stereo_node" ]
 fi
 
 # 3. Generated messages; the node runs without its status topic if this fails.
-if ! bash "$repo/scripts/build_interfaces.sh"; then
+if ! S2M2_VENV="$venv" bash "$repo/scripts/build_interfaces.sh"; then
   echo "[setup_env] WARNING: generating s2m2_ros/msg/StereoStatus failed (log:" \
-    "build/interfaces/build.log); everything else works, but the node will not" \
+    "build/interfaces/$(basename "$venv")/build.log); everything else works, but the node will not" \
     "publish its status topic." >&2
 fi
 
@@ -102,4 +112,4 @@ for destination, files in captured["data_files"]:
         shutil.copy2(name, target / Path(name).name)
 EOF
 
-say "ready: $venv (activate with 'source ${venv}/bin/activate')"
+say "ready: $venv, ROS 2 $distro (activate with 'source ${venv}/bin/activate')"

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# A test module that names any of these starts rclpy or a ROS process, or reads
+# the ament index: all its tests get the `ros` marker (run on every ROS distro).
+_USES_ROS = re.compile(r"\b(rclpy|node_harness|ros_env|ament_index_python)\b")
 
 
 def _apply_ros_defaults() -> None:
@@ -30,6 +34,21 @@ def _apply_ros_defaults() -> None:
 
 
 _apply_ros_defaults()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "ros: the module starts rclpy or a ROS process (set automatically)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    uses_ros: dict[Path, bool] = {}
+    for item in items:
+        if item.path not in uses_ros:
+            uses_ros[item.path] = bool(_USES_ROS.search(item.path.read_text()))
+        if uses_ros[item.path]:
+            item.add_marker(pytest.mark.ros)
 
 
 @pytest.fixture(scope="session")
