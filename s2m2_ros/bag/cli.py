@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse: usage errors (2) and --help (0)
         return int(exit_.code or 0)
+    missing = [name for name in ("rosbags", "tqdm") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"error: s2m2-bag needs {' and '.join(missing)}: pip install {' '.join(missing)}",
+              file=sys.stderr)
+        return 1
     from s2m2_ros.node import StartupError, build_backend
 
     try:

@@ -73,7 +73,7 @@ class RunSummary:
     undecodable: int = 0  # input messages that were not valid CDR of their type
     approximate: bool = False
     interrupted: bool = False
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # reading, pairing, processing and writing (not model loading)
     not_copied: list[str] = field(default_factory=list)
 
 
@@ -120,7 +120,6 @@ class BagRun:
 
     def run(self) -> RunSummary:
         job = self.job
-        started = time.monotonic()
         if job.output.resolve() == job.input.resolve():
             raise BagError("OUTPUT must differ from INPUT")
         with InputBag(job.input) as bag:
@@ -153,7 +152,6 @@ class BagRun:
                 summary.not_copied = list(out.skipped_topics)
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
-        summary.elapsed_s = time.monotonic() - started
         return summary
 
     def _convert(self, bag: InputBag, topics: StereoTopics, out: OutputBag, done: set[int],
@@ -165,6 +163,7 @@ class BagRun:
         total = bag.message_count(topics.left)
         progress = _progress_bar(total, summary.frames_resumed, job.progress)
         read = None if not job.outputs_only else pairer.topics
+        started = time.monotonic()
         try:
             with StopRequest() as stop:
                 for connection, log_time, raw in bag.messages(read):
@@ -184,6 +183,7 @@ class BagRun:
                 summary.interrupted = stop.requested
         finally:
             progress.close()
+            summary.elapsed_s = time.monotonic() - started
             summary.unpaired = pairer.unpaired
             summary.undecodable = pairer.undecodable
             summary.approximate = job.approximate_sync
