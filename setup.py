@@ -60,6 +60,7 @@ SETUP = dict(
             "s2m2-infer = s2m2_ros.cli:main",
             "s2m2-download = s2m2_ros.zoo:download_main",
             "s2m2-demo = s2m2_ros.demo.run:main",
+            "s2m2-bag = s2m2_ros.bag.cli:main",
             "stereo_source = s2m2_ros.demo.source_node:main",
             "stereo_recorder = s2m2_ros.demo.recorder_node:main",
         ],

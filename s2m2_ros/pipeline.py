@@ -10,6 +10,7 @@ throttles its warnings by.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -256,3 +257,49 @@ def process_frame(backend: StereoBackend, left: Image, right: Image, left_info: 
     products = build_products(pair, result, left.header, left_info, settings, step_px)
     products.timings_ms = {"convert": convert_ms, "network": network_ms, **products.timings_ms}
     return products
+
+
+StereoMessages = tuple[Image, Image, CameraInfo, CameraInfo]  # left, right, their infos
+
+
+def process_frames(backend: StereoBackend, frames: Sequence[StereoMessages],
+                   settings: OutputSettings,
+                   batch_size: int = 1) -> list[FrameProducts | InputError]:
+    """:func:`process_frame` for several frames, up to ``batch_size`` at a time through
+    :meth:`StereoBackend.infer_batch` (pairs of one size and type share a batch).
+
+    The result has one entry per frame, in order: its products, or the InputError that
+    made it unusable. Any other failure propagates, as from :func:`process_frame`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    outcomes: list[FrameProducts | InputError | None] = [None] * len(frames)
+    prepared: dict[int, PreparedPair] = {}
+    convert_ms: dict[int, float] = {}
+    for index, (left, right, left_info, right_info) in enumerate(frames):
+        started = time.perf_counter()
+        try:
+            prepared[index] = prepare_pair(left, right, left_info, right_info, settings)
+        except InputError as error:
+            outcomes[index] = error
+        convert_ms[index] = (time.perf_counter() - started) * 1e3
+    # infer_batch takes pairs of one size: group by what the network will see.
+    groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
+    for index, pair in prepared.items():
+        groups.setdefault((pair.left_rgb.shape, pair.left_rgb.dtype.str), []).append(index)
+    step_px = backend.disparity_step_px or None
+    for indices in groups.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            started = time.perf_counter()
+            results = backend.infer_batch(
+                [(prepared[i].left_rgb, prepared[i].right_rgb) for i in chunk], "rgb")
+            network_ms = (time.perf_counter() - started) * 1e3 / len(chunk)
+            for index, result in zip(chunk, results, strict=True):
+                left, _, left_info, _ = frames[index]
+                products = build_products(prepared[index], result, left.header, left_info,
+                                          settings, step_px)
+                products.timings_ms = {"convert": convert_ms[index], "network": network_ms,
+                                       **products.timings_ms}
+                outcomes[index] = products
+    return [outcome for outcome in outcomes if outcome is not None]
