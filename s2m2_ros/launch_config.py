@@ -295,8 +295,8 @@ def validate_parameter(name: str, value: Any) -> Any:
             raise ValueError(f"{name}: {value!r} is not one of {', '.join(spec.choices)}")
         coerced = canonical[str(coerced).lower()]
     if spec.pattern and not re.fullmatch(spec.pattern, coerced):
-        raise ValueError(f"{name}: {value!r} does not match {spec.pattern.replace('|', ', ')}"
-                         " (N a CUDA device index)")
+        readable = spec.pattern.replace("|", ", ").replace(r"\d+", "N")  # no regex for users
+        raise ValueError(f"{name}: {value!r} does not match {readable} (N a CUDA device index)")
     if spec.min_value is not None and coerced < spec.min_value:
         raise ValueError(f"{name}: {coerced} is below the minimum {spec.min_value}")
     if spec.max_value is not None and coerced > spec.max_value:

@@ -20,8 +20,8 @@ import pytest
 # launch.actions, not launch: without ROS, the repository's own launch/ folder imports as
 # an empty namespace package called `launch`.
 pytest.importorskip(
-    "launch.actions", reason="ROS 2 `launch` is not installed (it is not on PyPI); run in a ROS 2 "
-    "Jazzy environment")
+    "launch.actions", reason="ROS 2 `launch` is not installed (it is not on PyPI); these tests "
+    "run in a full ROS 2 install (a sourced colcon workspace, or the wheels plus launch sources)")
 pytest.importorskip(
     "launch_ros.actions", reason="ROS 2 `launch_ros` is not installed (it is not on PyPI)")
 
@@ -105,7 +105,7 @@ def test_a_value_outside_the_choices_is_refused_by_launch_itself():
 
 
 @pytest.mark.parametrize(("arguments", "reason"), [
-    ({"device": "gpu"}, "device: 'gpu' does not match auto, cpu, cuda"),
+    ({"device": "gpu"}, "device: 'gpu' does not match auto, cpu, cuda, cuda:N (N a CUDA"),
     ({"node_parameters": "refine_iters:=99"}, "refine_iters: 99 is above the maximum 16"),
     ({"camera": "generic", "left_namespace": "/x", "right_namespace": "/x"},
      "left and right camera namespaces are both '/x'"),
