@@ -247,6 +247,24 @@ def test_silent_right_camera_with_compatible_publisher_points_at_socket_buffers(
     assert "QoS incompatible" not in status.message
 
 
+def test_images_that_stop_while_camera_info_goes_on_point_at_socket_buffers():
+    """A camera switched to a larger resolution: camera_info still arrives, images not."""
+    monitor = make(input_timeout_s=3.0)
+    monitor.set_publisher_counts([1, 1, 1, 1], [None] * 4)
+    last = feed(monitor, 0.0, 2.0)
+    last = feed(monitor, last, last + 5.0, topics=(LEFT_INFO, RIGHT_INFO), sync=False)
+    status = by_name(monitor, last)["inputs"]
+    assert status.level == ERROR
+    assert "s ago though camera_info still arrives and 1 " \
+           "publisher(s) with compatible QoS exist" in status.message
+    assert "sockets_size" in status.message
+    # Without live camera_info (the whole camera stopped) there is no such hint.
+    everything = make(input_timeout_s=3.0)
+    everything.set_publisher_counts([1, 1, 1, 1], [None] * 4)
+    last = feed(everything, 0.0, 2.0)
+    assert "sockets_size" not in by_name(everything, last + 5.0)["inputs"].message
+
+
 def test_silent_right_camera_with_incompatible_publisher_is_diagnosed_as_qos():
     monitor = make(sync_timeout_s=2.0)
     monitor.set_publisher_counts([1, 1, 1, 1], [None, "best effort publisher", None, None])
