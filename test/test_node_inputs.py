@@ -40,4 +40,4 @@ def test_transient_local_subscription_and_volatile_publisher_is_named():
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
     problem = qos_problem([publisher(RELIABLE)], latched)
     assert problem is not None
-    assert "durab" in problem.lower()
+    assert "transient local subscription" in problem.lower()
