@@ -270,8 +270,10 @@ class HealthMonitor:
                     "incompatible, or its messages are lost in transport")
         problem = self._qos_problems[index]
         if problem:
-            return (f" though {count} publisher(s) exist: QoS incompatible ({problem}; "
-                    "set qos_overrides.<topic>.subscription.reliability: best_effort)")
+            fix = ("set qos_overrides.<topic>.subscription.reliability: best_effort"
+                   if "reliable subscription" in problem.lower()
+                   else "check qos_overrides.<topic>.subscription")
+            return f" though {count} publisher(s) exist: QoS incompatible ({problem}; {fix})"
         text = f" though {count} publisher(s) with compatible QoS exist"
         if index in (LEFT_IMAGE, RIGHT_IMAGE) and any(
                 self._last_arrival[info] is not None for info in (LEFT_INFO, RIGHT_INFO)):

@@ -128,11 +128,12 @@ def test_no_messages_although_published_names_what_the_node_can_see():
         status.message)
 
     incompatible = make(input_timeout_s=3.0)
-    reason = "ERROR: Best effort publisher and reliable subscription;"
+    reason = "ERROR: Best effort publisher and reliable subscription;"  # rclpy's words
     incompatible.set_publisher_counts([2, 2, 1, 1], [reason, None, None, None])
     message = by_name(incompatible, 4.0)["inputs"].message
     assert f"left/image_rect in 4.0 s though 2 publisher(s) exist: QoS incompatible ({reason}" in (
         message)
+    assert "subscription.reliability: best_effort" in message
     assert "right/image_rect in 4.0 s though 2 publisher(s) with compatible QoS exist: it is " \
            "not publishing" in message
 
@@ -273,6 +274,7 @@ def test_silent_right_camera_with_incompatible_publisher_is_diagnosed_as_qos():
     assert status.level == ERROR
     assert "right/image_rect though 1 publisher(s) exist: QoS incompatible (best effort " \
            "publisher" in status.message
+    assert "check qos_overrides.<topic>.subscription" in status.message
     assert "sockets_size" not in status.message
 
 
