@@ -504,6 +504,7 @@ def main(args: list[str] | None = None) -> int:
     logger = rclpy.logging.get_logger(NODE_NAME)
     signals = StopSignals(logger)
     node = None
+    signals.install()  # a signal during start-up stops the node once it is built
     try:
         try:
             node = StereoNode()
@@ -513,7 +514,6 @@ def main(args: list[str] | None = None) -> int:
         except Exception as error:  # bad parameter types and the like: one clear line
             logger.error(f"cannot start: {type(error).__name__}: {error}")
             return 1
-        signals.install()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while not signals.requested and rclpy.ok():
@@ -521,8 +521,8 @@ def main(args: list[str] | None = None) -> int:
         if node.busy:
             logger.info("stopping after the frame in flight; it will not be published "
                         "(signal again to exit at once)")
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C before the handlers were installed, or an external shutdown
+    except ExternalShutdownException:
+        pass
     finally:
         if node is not None:
             node.stop()
