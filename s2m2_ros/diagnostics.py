@@ -36,6 +36,10 @@ STATUS_PROCESSING = "processing"
 STATUS_DEVICE = "device"
 STATUS_NAMES = (STATUS_INPUTS, STATUS_SYNC, STATUS_PROCESSING, STATUS_DEVICE)
 
+_TRANSPORT_HINT = (
+    ", so large messages are likely lost in transport (Fast DDS over UDP with small "
+    "socket buffers: export FASTDDS_BUILTIN_TRANSPORTS='DEFAULT?sockets_size=4MB' for "
+    "the camera driver and the node, and raise net.core.rmem_max to match)")
 _STAMP_HISTORY = 20  # recent stamps per topic kept to look for a pairable stamp
 _EPSILON_S = 1e-6  # stamps built from identical sec/nanosec may still differ in rounding
 
@@ -266,17 +270,26 @@ class HealthMonitor:
                     "incompatible, or its messages are lost in transport")
         problem = self._qos_problems[index]
         if problem:
-            return (f" though {count} publisher(s) exist: QoS incompatible ({problem}; "
-                    "set qos_overrides.<topic>.subscription.reliability: best_effort)")
+            fix = ("set qos_overrides.<topic>.subscription.reliability: best_effort"
+                   if "reliable subscription" in problem.lower()
+                   else "check qos_overrides.<topic>.subscription")
+            return f" though {count} publisher(s) exist: QoS incompatible ({problem}; {fix})"
         text = f" though {count} publisher(s) with compatible QoS exist"
         if index in (LEFT_IMAGE, RIGHT_IMAGE) and any(
                 self._last_arrival[info] is not None for info in (LEFT_INFO, RIGHT_INFO)):
             # camera_info (small) gets through, images (large) do not: transport.
-            return (text + ": camera_info arrives but images do not, so large messages are "
-                    "likely lost in transport (Fast DDS over UDP with small socket buffers: "
-                    "export FASTDDS_BUILTIN_TRANSPORTS='DEFAULT?sockets_size=4MB' on both "
-                    "sides, or raise net.core.rmem_max)")
+            return text + ": camera_info arrives but images do not" + _TRANSPORT_HINT
         return text + ": it is not publishing, or its messages are lost in transport"
+
+    def _stopped_cause(self, index: int, now_s: float) -> str:
+        """For an image topic that stopped while its camera_info goes on: transport."""
+        count = self._publisher_counts[index]
+        if (index not in (LEFT_IMAGE, RIGHT_IMAGE) or not count or self._qos_problems is None
+                or self._qos_problems[index]
+                or not any(self._live(info, now_s) for info in (LEFT_INFO, RIGHT_INFO))):
+            return ""
+        return (f" though camera_info still arrives and {count} publisher(s) with compatible "
+                "QoS exist" + _TRANSPORT_HINT)
 
     def _inputs(self, now_s: float) -> HealthStatus:
         elapsed = now_s - self._start_s
@@ -300,7 +313,8 @@ class HealthMonitor:
                 else:
                     waiting.append(topic)
             elif now_s - last > self.input_timeout_s:
-                text = f"{topic} stopped {now_s - last:.1f} s ago"
+                text = f"{topic} stopped {now_s - last:.1f} s ago" + self._stopped_cause(
+                    index, now_s)
                 # The node may keep using the last camera_info; stopped images are fatal.
                 (warnings if is_info else errors).append(text)
         if errors:

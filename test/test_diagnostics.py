@@ -128,11 +128,12 @@ def test_no_messages_although_published_names_what_the_node_can_see():
         status.message)
 
     incompatible = make(input_timeout_s=3.0)
-    reason = "ERROR: Best effort publisher and reliable subscription;"
+    reason = "ERROR: Best effort publisher and reliable subscription;"  # rclpy's words
     incompatible.set_publisher_counts([2, 2, 1, 1], [reason, None, None, None])
     message = by_name(incompatible, 4.0)["inputs"].message
     assert f"left/image_rect in 4.0 s though 2 publisher(s) exist: QoS incompatible ({reason}" in (
         message)
+    assert "subscription.reliability: best_effort" in message
     assert "right/image_rect in 4.0 s though 2 publisher(s) with compatible QoS exist: it is " \
            "not publishing" in message
 
@@ -247,6 +248,24 @@ def test_silent_right_camera_with_compatible_publisher_points_at_socket_buffers(
     assert "QoS incompatible" not in status.message
 
 
+def test_images_that_stop_while_camera_info_goes_on_point_at_socket_buffers():
+    """A camera switched to a larger resolution: camera_info still arrives, images not."""
+    monitor = make(input_timeout_s=3.0)
+    monitor.set_publisher_counts([1, 1, 1, 1], [None] * 4)
+    last = feed(monitor, 0.0, 2.0)
+    last = feed(monitor, last, last + 5.0, topics=(LEFT_INFO, RIGHT_INFO), sync=False)
+    status = by_name(monitor, last)["inputs"]
+    assert status.level == ERROR
+    assert "s ago though camera_info still arrives and 1 " \
+           "publisher(s) with compatible QoS exist" in status.message
+    assert "sockets_size" in status.message
+    # Without live camera_info (the whole camera stopped) there is no such hint.
+    everything = make(input_timeout_s=3.0)
+    everything.set_publisher_counts([1, 1, 1, 1], [None] * 4)
+    last = feed(everything, 0.0, 2.0)
+    assert "sockets_size" not in by_name(everything, last + 5.0)["inputs"].message
+
+
 def test_silent_right_camera_with_incompatible_publisher_is_diagnosed_as_qos():
     monitor = make(sync_timeout_s=2.0)
     monitor.set_publisher_counts([1, 1, 1, 1], [None, "best effort publisher", None, None])
@@ -255,6 +274,7 @@ def test_silent_right_camera_with_incompatible_publisher_is_diagnosed_as_qos():
     assert status.level == ERROR
     assert "right/image_rect though 1 publisher(s) exist: QoS incompatible (best effort " \
            "publisher" in status.message
+    assert "check qos_overrides.<topic>.subscription" in status.message
     assert "sockets_size" not in status.message
 
 

@@ -40,6 +40,9 @@ def _failures(weights: Path, text_file: Path, missing: Path) -> dict[str, Failur
         "unknown model": Failure({"model": "Z", "device": "cpu"}, ("model", "'Z'")),
         "refine_iters out of range": Failure({"weights": str(weights), "refine_iters": 0},
                                              ("parameter refine_iters", "out of range")),
+        "min_depth above max_depth": Failure(
+            {"backend": "sgbm", "min_depth": 3.0, "max_depth": 2.0},
+            ("min_depth (3 m) is greater than max_depth (2 m)",)),
         "threshold of the wrong type": Failure(
             {"weights": str(weights), "confidence_threshold": "high"},
             ("parameter confidence_threshold", "DOUBLE")),

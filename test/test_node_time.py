@@ -12,6 +12,7 @@ message).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -155,3 +156,108 @@ def test_max_input_pixels_is_a_parameter(nodes: dict[str, NodeProcess],
     finally:
         assert all(r.successful for r in rig.set_parameters({"max_input_pixels": pixels}))
     _offer_until_processed(rig, rig.new_stamp())
+
+
+class Verdicts:
+    """The node's newest /diagnostics statuses by name (``processing``, ...)."""
+
+    def __init__(self, rig: StereoRig) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.rig = rig
+        self.latest: dict[str, tuple[int, str, dict[str, str]]] = {}
+        self._subscription = rig.node.create_subscription(
+            DiagnosticArray, rig.topic("diagnostics"), self._on_diagnostics, 10)
+
+    def _on_diagnostics(self, msg) -> None:
+        with self.rig._condition:
+            for status in msg.status:
+                name = status.name.rsplit(": ", 1)[-1]
+                self.latest[name] = (status.level[0] if isinstance(status.level, bytes)
+                                     else int(status.level), status.message,
+                                     {pair.key: pair.value for pair in status.values})
+            self.rig._condition.notify_all()
+
+    def close(self) -> None:
+        self.rig.node.destroy_subscription(self._subscription)
+
+
+def test_synchronizer_drops_are_in_the_diagnostics_count(rigs: dict[str, StereoRig]) -> None:
+    """Exact sync: a set whose right half is 10 ms off never pairs; once a later pair
+    goes out it is lost, and /diagnostics counts it (it said 0 before)."""
+    rig = rigs["exact"]
+    verdicts = Verdicts(rig)
+    try:
+        _offer_until_processed(rig, rig.new_stamp())
+        assert rig.wait_for(lambda: "processing" in verdicts.latest, 10.0)
+        before = int(verdicts.latest["processing"][2]["dropped by the synchronizer"])
+        stamp = rig.new_stamp()
+        pair = _pair(stamp)
+        skewed = _pair(stamp + _seconds(0.010))
+        rig.publish([pair.left, skewed.right, pair.left_info, skewed.right_info])
+        _offer_until_processed(rig, rig.new_stamp(after_s=0.5))
+
+        def counted() -> bool:
+            values = verdicts.latest["processing"][2]
+            return int(values["dropped by the synchronizer"]) > before
+        assert rig.wait_for(counted, 10.0), verdicts.latest["processing"]
+        values = verdicts.latest["processing"][2]
+        assert int(values["frames dropped"]) >= int(values["dropped by the synchronizer"])
+    finally:
+        verdicts.close()
+
+
+def test_idle_without_subscribers_is_not_a_warning(nodes: dict[str, NodeProcess],
+                                                   rigs: dict[str, StereoRig]) -> None:
+    node, rig = nodes["approximate"], rigs["approximate"]
+    verdicts = Verdicts(rig)
+    rig.unsubscribe(["disparity"])
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 8.0:  # longer than input_timeout_s (3 s)
+            rig.publish(_pair(rig.new_stamp()))
+            time.sleep(0.2)
+        assert "no subscribers on any output: not processing" in node.output()
+        assert rig.wait_for(lambda: "processing" in verdicts.latest, 5.0)
+        level, message, _values = verdicts.latest["processing"]
+        assert level == 0, message  # OK
+        assert "idle" in message
+    finally:
+        verdicts.close()
+        rig.subscribe("disparity")
+        assert rig.wait_for(lambda: rig.matched_publishers("disparity") > 0, 10.0)
+
+
+def test_images_lost_in_transport_are_diagnosed_as_such(nodes: dict[str, NodeProcess],
+                                                        rigs: dict[str, StereoRig]) -> None:
+    """1280x960 rgb8 pairs over the test namespace's Fast DDS defaults: camera_info gets
+    through, the 3.7 MB images do not (of 640x480 ones about one in five does). Both
+    ends are best effort, so /diagnostics must point at the transport (socket buffers),
+    not at QoS."""
+    rig = rigs["approximate"]
+    verdicts = Verdicts(rig)
+    try:
+        left, right = textured_pair(960, 1280, shift_px=5, seed=11)
+        stamps = []
+        started = time.monotonic()
+        while time.monotonic() - started < 6.0:  # longer than input_timeout_s (3 s)
+            pair = pair_messages(left, right, rig.new_stamp())
+            stamps.append(pair.stamp)
+            rig.publish(pair)
+            time.sleep(0.2)
+        time.sleep(1.0)
+        if any(stamp in rig.stamps("disparity") for stamp in stamps):
+            pytest.skip("1280x960 rgb8 images get through this machine's DDS transport: "
+                        "no loss to diagnose")
+
+        def diagnosed() -> bool:
+            return "sockets_size" in verdicts.latest.get("inputs", (0, "", {}))[1]
+        assert rig.wait_for(diagnosed, 5.0), verdicts.latest.get("inputs")
+        level, message, _values = verdicts.latest["inputs"]
+        assert level == 2  # ERROR
+        assert "left/image_rect stopped" in message
+        assert "camera_info still arrives" in message
+        assert "with compatible QoS" in message
+        assert "QoS incompatible" not in message
+    finally:
+        verdicts.close()
