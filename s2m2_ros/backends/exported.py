@@ -67,11 +67,12 @@ class ExportedGraphBackend(StereoBackend):
         self.opset = int(opset)
         self.cache = EngineCache(cache_dir)
         self._checkpoint = checkpoint_digest(weights)
-        state_dict = zoo.load_state_dict(weights)
         try:
+            state_dict = zoo.load_state_dict(weights)
             channels, transformers = zoo.infer_architecture(state_dict)
         except zoo.CheckpointError as error:
-            raise BackendError(f"{weights}: {error}") from None
+            text = str(error)
+            raise BackendError(text if str(weights) in text else f"{weights}: {text}") from None
         spec = zoo.spec_for_architecture(channels, transformers)
         self.model_name = f"S2M2-{spec.name}" if spec else f"S2M2-C{channels}N{transformers}"
         self._architecture = (channels, transformers)
