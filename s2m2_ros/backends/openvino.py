@@ -6,6 +6,8 @@ opt-in, with the optimal-transport matching kept in fp32. Compiled graphs are ca
 (OpenVINO's model cache) beside the exported ONNX in the engine cache, so a second
 start neither re-exports nor recompiles.
 
+Importing openvino here does not load its telemetry (see :func:`_import_openvino`).
+
 Tuning hooks: :data:`CPU_PROPERTIES` (the defaults for every compile) and the
 backend options ``num_threads``, ``performance_hint`` and ``properties`` (any
 OpenVINO property, applied last).
@@ -14,6 +16,7 @@ OpenVINO property, applied last).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,14 +44,34 @@ _PRECISIONS = {"fp32": ("f32", None), "bf16": ("bf16", "BF16"), "fp16": ("f16", 
 FP32_SCOPES: tuple[str, ...] = ("disp_init",)
 # OpenVINO's runtime attribute that keeps a node's precision when the rest is lowered.
 _KEEP_PRECISION = "disable_fp16_compression_0"
+_CONVERSION_TOOLS = "openvino.tools.ovc"
 
 
 def _import_openvino() -> Any:
-    try:
-        import openvino
-    except ImportError:
-        raise missing_runtime("openvino", "openvino") from None
-    return openvino
+    """``import openvino``, without its model-conversion tools.
+
+    ``openvino/__init__`` imports ``openvino.tools.ovc`` (``convert_model``) when it can,
+    and that module, on import, writes a client id under ~/intel and sends a usage event
+    to Google Analytics unless the user opted out. The backend reads ONNX with
+    ``openvino.Core`` and needs none of it: the tools are hidden for the import (their
+    absence is a case openvino handles), then made importable again for anyone who
+    asks for them explicitly.
+    """
+    if "openvino" not in sys.modules:
+        hidden = _CONVERSION_TOOLS not in sys.modules
+        if hidden:
+            sys.modules[_CONVERSION_TOOLS] = None  # type: ignore[assignment]
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            raise missing_runtime("openvino", "openvino") from None
+        finally:
+            if hidden and sys.modules.get(_CONVERSION_TOOLS, 0) is None:
+                del sys.modules[_CONVERSION_TOOLS]
+    module = sys.modules["openvino"]
+    if module is None:  # blocked, as a test does to simulate a missing runtime
+        raise missing_runtime("openvino", "openvino")
+    return module
 
 
 class OpenVinoBackend(ExportedGraphBackend):
