@@ -10,6 +10,7 @@ for that size, which is also what lets the runtimes plan every buffer ahead.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import io
 import logging
@@ -19,6 +20,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +36,7 @@ OPSET = 18
 #: fuse operations themselves when they compile the graph.
 OPTIMIZE = False
 INPUT_NAMES = ("left", "right")
+_NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # node metadata: the module path, outermost first
 OUTPUT_NAMES = ("disparity", "visibility", "confidence")
 
 
@@ -62,6 +65,25 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
+def _name_nodes_by_module(graph: Any) -> None:
+    """Prefix each node's name with the module it came from (``disp_init/node_MatMul_7``).
+
+    The exporter records the module path only in node metadata, which the runtimes
+    drop; in the name it survives into OpenVINO's friendly names and lets a runtime
+    keep one stage (the matching, ``disp_init``) in float32 under reduced precision.
+    """
+    for node in graph:
+        scopes_text = node.metadata_props.get(_NAME_SCOPES, "")
+        try:
+            scopes = ast.literal_eval(scopes_text) if scopes_text else []
+        except (ValueError, SyntaxError):
+            continue
+        # [..., module path, FX node name]; the top level module's path is ''.
+        module = scopes[-2] if len(scopes) >= 2 else ""
+        if module and node.name and not node.name.startswith(f"{module}/"):
+            node.name = f"{module}/{node.name}"
+
+
 def export_onnx(model: nn.Module, height: int, width: int,
                 output: str | os.PathLike[str], opset: int = OPSET) -> Path:
     """Write ``model`` (an eval-mode S2M2 on the CPU) as ONNX for ``height``×``width``.
@@ -86,6 +108,7 @@ def export_onnx(model: nn.Module, height: int, width: int,
                 model, (left, right), dynamo=True, opset_version=opset,
                 input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                 optimize=OPTIMIZE, verbose=False)
+            _name_nodes_by_module(program.model.graph)
             # One self-contained file: our largest network (XL) is far below 2 GB.
             program.save(str(temporary), external_data=False)
         os.replace(temporary, output)

@@ -33,7 +33,7 @@ _LOG = logging.getLogger("s2m2_ros.backends")
 #: Environment variable naming the cache root (tests point it at a temporary folder).
 CACHE_ENV = "S2M2_ENGINE_CACHE"
 #: Bumped when the export itself changes in a way the other key parts do not show.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: node names carry their module path
 _CHUNK = 1 << 20
 _digests: dict[tuple[str, int, int], str] = {}
 
