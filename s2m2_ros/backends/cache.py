@@ -125,9 +125,8 @@ class EngineCache:
         _write_atomically(meta_path, json.dumps(meta, indent=1))
         return onnx_path
 
-    def invalidate(self, key: GraphKey, reason: str) -> None:
-        """Remove ``key``'s entry (a runtime could not load it), with one warning."""
-        folder = self.entry(key)
+    def discard_compiled(self, folder: Path, reason: str) -> None:
+        """Remove a runtime's compiled cache that it could not use, with one warning."""
         _LOG.warning("engine cache entry %s is unusable (%s); rebuilding it", folder, reason)
         self.stats.rebuilt += 1
         shutil.rmtree(folder, ignore_errors=True)

@@ -161,11 +161,17 @@ class ExportedGraphBackend(StereoBackend):
             runner = self.load_graph(onnx_path, compiled)
         except BackendError:
             raise
-        except Exception as error:  # the runtime rejected a cached graph or blob
-            self.cache.invalidate(key, f"{self.name} could not load it: "
-                                  f"{str(error).splitlines()[0] if str(error) else error!r}")
-            onnx_path = self.cache.graph(key, export)
-            runner = self.load_graph(onnx_path, runtime_folder(onnx_path, self.runtime_tag))
+        except Exception as error:
+            # The graph matched its checksum, so the runtime's compiled cache is what
+            # it could not use: drop that (only) and compile again, once.
+            self.cache.discard_compiled(compiled, f"{self.name} could not load it: "
+                                        f"{_first_line(error)}")
+            try:
+                runner = self.load_graph(onnx_path, runtime_folder(onnx_path,
+                                                                   self.runtime_tag))
+            except Exception as second:
+                raise BackendError(f"{self.name} cannot compile {onnx_path}: "
+                                   f"{_first_line(second)}") from None
         self._runners[key] = runner
         self.first_call_ms[(key.height, key.width)] = (time.perf_counter() - start) * 1e3
         return runner
@@ -207,6 +213,11 @@ class ExportedGraphBackend(StereoBackend):
             "graphs_rebuilt": self.cache.stats.rebuilt,
             **self.runtime_description(),
         }
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def missing_runtime(package: str, backend: str) -> BackendError:
