@@ -215,9 +215,13 @@ class ExportedGraphBackend(StereoBackend):
         }
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    """The telling line of a runtime's error (OpenVINO's start with lines of source
+    locations, "Exception from src/…:132:"), shortened to ``limit`` characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith("Exception from ")]
+    text = (telling or lines or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def missing_runtime(package: str, backend: str) -> BackendError:

@@ -1,14 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """``openvino``: the exported network compiled by OpenVINO for the CPU.
 
-fp32 by default; ``precision`` ``bf16`` (or ``fp16`` where the CPU has it) is an
-opt-in that lowers the whole graph: OpenVINO 2026.4's CPU plugin lowers element-wise
-operations too (torch's autocast keeps them in fp32), and no per-node exception set
-from Python (``rt_info`` keys ``precise_0``, ``disable_fp16_compression_0`` on the
-matching stage) changed what it ran, so the disparity arithmetic is reduced as well;
-see the README for the measured error. Compiled graphs are cached
-(OpenVINO's model cache) beside the exported ONNX in the engine cache, so a second
-start neither re-exports nor recompiles.
+fp32 by default; ``precision`` ``bf16`` is an opt-in (``fp16`` is refused: OpenVINO
+2026.4 fails to compile the graph with it). bf16 lowers the whole graph: OpenVINO's CPU
+plugin lowers element-wise operations too (torch's autocast keeps them in fp32), and no
+per-node exception set from Python (``rt_info`` keys ``precise_0`` and
+``disable_fp16_compression_0`` on the matching stage) changed what it ran, so the
+disparity arithmetic is reduced as well; see the README for the measured error.
+
+Compiled graphs are cached (OpenVINO's model cache) beside the exported ONNX in the
+engine cache, so a second start neither re-exports nor recompiles.
 
 Importing openvino here does not load its telemetry (see :func:`_import_openvino`).
 
@@ -101,6 +102,13 @@ class OpenVinoBackend(ExportedGraphBackend):
         if text not in _PRECISIONS:
             raise BackendError(f"openvino precision must be auto, fp32, bf16 or fp16, "
                                f"got {precision!r}")
+        if text == "fp16":
+            # Measured: OpenVINO 2026.4 fails to compile the graph with an f16 inference
+            # precision (its ConvertSubtract pass throws on the attention's position
+            # indices), so refuse it here with the reason instead of at the first frame.
+            raise BackendError("openvino fp16 does not compile this network (OpenVINO "
+                               "2026.4, ConvertSubtract on the attention's position "
+                               "indices); use fp32 or bf16")
         capability = _PRECISIONS[text][1]
         available = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         if capability and capability not in available:
