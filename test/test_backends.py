@@ -129,6 +129,8 @@ def test_node_without_openvino_refuses_it_in_one_line_and_starts_on_auto(
 def test_options_are_checked_before_anything_is_built(checkpoint: Path) -> None:
     with pytest.raises(BackendError, match="runs on the CPU"):
         create_backend("openvino", weights=str(checkpoint), device="cuda")
+    with pytest.raises(BackendError, match="openvino fp16 does not compile"):
+        create_backend("openvino", weights=str(checkpoint), device="cpu", precision="fp16")
     with pytest.raises(BackendError, match="precision 'bf16' on cpu"):
         create_backend("onnxruntime", weights=str(checkpoint), device="cpu", precision="bf16")
     with pytest.raises(BackendError, match="does not exist"):
