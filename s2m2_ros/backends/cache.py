@@ -16,6 +16,7 @@ removed and rebuilt, with one warning.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -104,8 +105,21 @@ class EngineCache:
         return self.root / key.folder
 
     def graph(self, key: GraphKey, export: Callable[[Path], None]) -> Path:
-        """The ONNX file for ``key``; ``export(path)`` writes it when it is missing."""
+        """The ONNX file for ``key``; ``export(path)`` writes it when it is missing.
+
+        Holds a lock file beside the entry meanwhile, so that two processes starting
+        with one camera export once and never mix one export's graph with the other's
+        meta.
+        """
         folder = self.entry(key)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Appending, not truncating: opening leaves the lock file as it was.
+        with (folder.parent / f"{folder.name}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._graph_locked(key, folder, export)
+
+    def _graph_locked(self, key: GraphKey, folder: Path,
+                      export: Callable[[Path], None]) -> Path:
         onnx_path = folder / "model.onnx"
         meta_path = folder / "meta.json"
         if folder.exists():
