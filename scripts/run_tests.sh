@@ -19,7 +19,8 @@
 #                                          suite without arguments)
 #   S2M2_TEST_STAGES="ruff colcon"         run just those stages
 #
-# Each environment is created or reused by scripts/setup_env.sh. Every process
+# Each environment is created or reused by scripts/setup_env.sh (in the full run
+# Jazzy's in the background, overlapping Kilted's setup and tests). Every process
 # that may start a ROS participant runs through scripts/in_private_net.sh: a
 # private network namespace with only loopback (as root with `unshare -n`),
 # else DDS discovery limited to localhost; each stage gets its own ROS_DOMAIN_ID.
