@@ -302,3 +302,32 @@ def test_stereo_sets_are_found_or_listed():
         find_stereo_topics(wrong, namespace="/a")
     chosen = find_stereo_topics({**stereo_set("/a"), **stereo_set("/b")}, namespace="b/")
     assert chosen.inputs == tuple(stereo_set("/b"))
+
+
+def test_process_frames_batches_by_size_and_keeps_order(tmp_path, sgbm):
+    from s2m2_ros.pipeline import InputError, process_frames
+
+    frames = [FrameSpec(64, 48), FrameSpec(45, 33), FrameSpec(64, 48, right_width=60),
+              FrameSpec(64, 48, "mono8"), FrameSpec(45, 33), FrameSpec(64, 48)]
+    bag = write_stereo_bag(tmp_path / "in", frames, unrelated=False)
+    sets = [pair for _, pair in sorted(_input_sets(bag.path, "/stereo").items())]
+    calls: list[list[tuple]] = []
+
+    class Recording(type(sgbm)):
+        def infer_batch(self, pairs, color_order="rgb"):
+            calls.append([left.shape for left, _ in pairs])
+            return super().infer_batch(pairs, color_order)
+
+    outcomes = process_frames(Recording(), sets, OutputSettings(), batch_size=2)
+    assert len(outcomes) == len(sets)
+    assert isinstance(outcomes[2], InputError) and outcomes[2].kind == "size_mismatch"
+    for pair, outcome in zip(sets, outcomes, strict=True):
+        if isinstance(outcome, InputError):
+            continue
+        expected = process_frame(sgbm, *pair, OutputSettings())
+        assert set(outcome.messages) == set(expected.messages)
+        for name, message in expected.messages.items():
+            assert outcome.messages[name] == message, name
+    # Pairs of one size share a call, never more than the batch size.
+    assert all(len(set(shapes)) == 1 and len(shapes) <= 2 for shapes in calls)
+    assert sum(len(shapes) for shapes in calls) == 5 and len(calls) == 3
