@@ -154,6 +154,26 @@ def test_tiny_network_batched_matches_one_at_a_time(tmp_path, capsys, tiny_check
                                    outputs["depth"][stamp][0][2])
 
 
+def test_openvino_backend(tmp_path, capsys, tiny_checkpoint, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("S2M2_ENGINE_CACHE", str(tmp_path / "engines"))
+    bag = write_stereo_bag(tmp_path / "in", [FrameSpec(64, 48, "rgb8"), FrameSpec(64, 48, "mono8")],
+                           namespace="/cam")
+    code, _, err = _run(capsys, str(bag.path), str(tmp_path / "out"), "--backend", "openvino",
+                        "--weights", str(tiny_checkpoint))
+    assert code == 0, err
+    backend = create_backend("openvino", weights=str(tiny_checkpoint))  # the cached export
+    outputs = _outputs_by_stamp(read_bag(tmp_path / "out")[0], "/cam")
+    for stamp, pair in _input_sets(bag.path, "/cam").items():
+        expected = process_frame(backend, *pair, OutputSettings())
+        assert set(outputs) == set(OUTPUT_NAMES)
+        for name, message in expected.messages.items():
+            ((_, _, decoded),) = outputs[name][stamp]
+            _assert_same_message(decoded, _as_published(message))
+        _assert_depth_is_fb_over_d(outputs["disparity"][stamp][0][2],
+                                   outputs["depth"][stamp][0][2])
+
+
 def _assert_same_message(actual, expected) -> None:
     """Equal headers and layout; pixel and point values equal to float32 rounding (a
     batched network may sum in another order)."""
