@@ -4,8 +4,9 @@ network, post-processing, write), one pair at a time against ``--batch N``, and 
 
 Builds a bag of textured ``--resolution`` pairs and an S-size checkpoint with random
 weights (speed does not depend on the weights' values), then runs the tool in-process on
-the same bag once per configuration, in rounds, so that each ratio compares runs made
-minutes apart on the same machine. Run it as a file::
+the same bag once per configuration, in rounds (every configuration once per round), so
+that each ratio compares runs made minutes apart on the same machine and a change of
+load shows as a drift between the rounds. Run it as a file::
 
     python benchmarks/bag_benchmark.py --frames 4 --batches 1,2,4
 """
@@ -126,11 +127,14 @@ def main() -> None:
     for (name, batch), per_frame in seconds.items():
         median = statistics.median(per_frame)
         one = statistics.median(seconds[(name, 1)]) if (name, 1) in seconds else float("nan")
-        rows.append([name, batch, f"{median:.2f}", f"{1.0 / median:.2f}", f"{one / median:.2f}×"])
+        runs = ", ".join(f"{value:.2f}" for value in per_frame)
+        rows.append([name, batch, runs, f"{median:.2f}", f"{1.0 / median:.2f}",
+                     f"{one / median:.2f}×"])
     print_header(f"s2m2-bag throughput, {width}×{height}, {args.frames} frames × "
                  f"{args.rounds} round(s), {time.strftime('%Y-%m-%d')}",
                  machine_lines(), markdown=not args.plain)
-    print(format_table(["backend", "--batch", "s/frame", "frames/s", "vs --batch 1"], rows,
+    print(format_table(["backend", "--batch", "s/frame, each run in order", "median s/frame",
+                        "frames/s", "vs --batch 1"], rows,
                        markdown=not args.plain))
 
 

@@ -154,6 +154,26 @@ def test_tiny_network_batched_matches_one_at_a_time(tmp_path, capsys, tiny_check
                                    outputs["depth"][stamp][0][2])
 
 
+def test_openvino_backend(tmp_path, capsys, tiny_checkpoint, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("S2M2_ENGINE_CACHE", str(tmp_path / "engines"))
+    bag = write_stereo_bag(tmp_path / "in", [FrameSpec(64, 48, "rgb8"), FrameSpec(64, 48, "mono8")],
+                           namespace="/cam")
+    code, _, err = _run(capsys, str(bag.path), str(tmp_path / "out"), "--backend", "openvino",
+                        "--weights", str(tiny_checkpoint))
+    assert code == 0, err
+    backend = create_backend("openvino", weights=str(tiny_checkpoint))  # the cached export
+    outputs = _outputs_by_stamp(read_bag(tmp_path / "out")[0], "/cam")
+    for stamp, pair in _input_sets(bag.path, "/cam").items():
+        expected = process_frame(backend, *pair, OutputSettings())
+        assert set(outputs) == set(OUTPUT_NAMES)
+        for name, message in expected.messages.items():
+            ((_, _, decoded),) = outputs[name][stamp]
+            _assert_same_message(decoded, _as_published(message))
+        _assert_depth_is_fb_over_d(outputs["disparity"][stamp][0][2],
+                                   outputs["depth"][stamp][0][2])
+
+
 def _assert_same_message(actual, expected) -> None:
     """Equal headers and layout; pixel and point values equal to float32 rounding (a
     batched network may sum in another order)."""
@@ -302,3 +322,32 @@ def test_stereo_sets_are_found_or_listed():
         find_stereo_topics(wrong, namespace="/a")
     chosen = find_stereo_topics({**stereo_set("/a"), **stereo_set("/b")}, namespace="b/")
     assert chosen.inputs == tuple(stereo_set("/b"))
+
+
+def test_process_frames_batches_by_size_and_keeps_order(tmp_path, sgbm):
+    from s2m2_ros.pipeline import InputError, process_frames
+
+    frames = [FrameSpec(64, 48), FrameSpec(45, 33), FrameSpec(64, 48, right_width=60),
+              FrameSpec(64, 48, "mono8"), FrameSpec(45, 33), FrameSpec(64, 48)]
+    bag = write_stereo_bag(tmp_path / "in", frames, unrelated=False)
+    sets = [pair for _, pair in sorted(_input_sets(bag.path, "/stereo").items())]
+    calls: list[list[tuple]] = []
+
+    class Recording(type(sgbm)):
+        def infer_batch(self, pairs, color_order="rgb"):
+            calls.append([left.shape for left, _ in pairs])
+            return super().infer_batch(pairs, color_order)
+
+    outcomes = process_frames(Recording(), sets, OutputSettings(), batch_size=2)
+    assert len(outcomes) == len(sets)
+    assert isinstance(outcomes[2], InputError) and outcomes[2].kind == "size_mismatch"
+    for pair, outcome in zip(sets, outcomes, strict=True):
+        if isinstance(outcome, InputError):
+            continue
+        expected = process_frame(sgbm, *pair, OutputSettings())
+        assert set(outcome.messages) == set(expected.messages)
+        for name, message in expected.messages.items():
+            assert outcome.messages[name] == message, name
+    # Pairs of one size share a call, never more than the batch size.
+    assert all(len(set(shapes)) == 1 and len(shapes) <= 2 for shapes in calls)
+    assert sum(len(shapes) for shapes in calls) == 5 and len(calls) == 3

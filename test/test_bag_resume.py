@@ -151,3 +151,29 @@ def test_resume_picks_the_bag_that_was_closed(tmp_path):
     assert resume_source(out) == out
     assert claim_output(out, resume=True, overwrite=False) == backup
     assert (backup / "metadata.yaml").read_text() == "newer" and not out.exists()
+
+
+def test_resume_cut_off_while_copying_keeps_the_earlier_bag(tmp_path, monkeypatch, capsys):
+    from s2m2_ros.bag import runner
+    from s2m2_ros.bag.cli import main
+
+    bag = write_stereo_bag(tmp_path / "in", [FrameSpec(64, 48)] * 3)
+    out = tmp_path / "out"
+    command = [str(bag.path), str(out), "--backend", "sgbm", "--outputs", "depth", "--quiet"]
+    assert main(command) == 0
+    before = _output_stamps(out)["/stereo/depth"]
+
+    def cut_off(previous, output_bag, stamps, outputs):
+        raise KeyboardInterrupt  # a second Ctrl-C while the finished frames are copied
+
+    monkeypatch.setattr(runner, "copy_finished", cut_off)
+    assert main([*command, "--resume"]) == 130
+    assert not (out / "metadata.yaml").exists()  # the new bag was abandoned, not closed
+    assert (resume_backup(out) / "metadata.yaml").is_file()
+    monkeypatch.undo()
+    capsys.readouterr()
+
+    assert main([*command, "--resume"]) == 0
+    assert "3 from the interrupted run" in capsys.readouterr().out
+    assert sorted(_output_stamps(out)["/stereo/depth"]) == sorted(before) == bag.stamps
+    assert not resume_backup(out).exists()

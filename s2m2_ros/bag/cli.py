@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", type=Path, metavar="INPUT", help="input bag folder")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="output bag folder (new)")
     network = parser.add_argument_group("backend (as the node's parameters)")
-    network.add_argument("--backend", choices=["auto", "s2m2", *available_backends()],
-                         help="stereo backend; s2m2 is torch (default: the node's, s2m2)")
+    network.add_argument("--backend", choices=["auto", *available_backends()],
+                         help="stereo backend (default: the node's backend parameter)")
     network.add_argument("--model", type=str.upper, choices=MODEL_NAMES,
                          help="S2M2 model size, looked up like the node does (default M)")
     network.add_argument("--weights", metavar="PATH", help="checkpoint file (overrides --model)")

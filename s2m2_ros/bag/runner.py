@@ -123,39 +123,51 @@ class BagRun:
         if job.output.resolve() == job.input.resolve():
             raise BagError("OUTPUT must differ from INPUT")
         with InputBag(job.input) as bag:
-            topic_types = bag.topic_types()
-            topics = find_stereo_topics(topic_types, job.namespace, job.topic_overrides)
-            namespace = (topics.namespace if job.output_namespace is None
-                         else normalize_namespace(job.output_namespace))
-            outputs = output_topics(namespace, job.settings.outputs)
-            clashes = sorted({topic for topic, _ in outputs.values()} & set(topic_types))
-            if clashes and not job.outputs_only:
-                raise BagError(f"the input bag already has {', '.join(clashes)}: write the "
-                               "outputs elsewhere with --output-namespace, or --outputs-only")
+            topics, namespace, outputs = self._plan(bag)
             check_output(job.output, job.resume, job.overwrite)
             source = resume_source(job.output) if job.resume else None
             done = finished_stamps(source, outputs) if source is not None else set()
             # Loading a network takes a while: only once the bags are known to be fine.
             self.backend = self._make_backend()
             summary = RunSummary(topics, namespace, job.storage or bag.storage)
-            previous = claim_output(job.output, job.resume, job.overwrite)
-            out = OutputBag(job.output, summary.storage, outputs)
-            out.set_custom_data("s2m2_bag.input", str(job.input))
-            out.set_custom_data("s2m2_bag.backend", json.dumps(self.backend.describe(),
-                                                               default=str))
-            try:
-                if previous is not None:
-                    summary.frames_resumed = copy_finished(previous, out, done, outputs)
-                self._convert(bag, topics, out, done, summary)
-            finally:
-                out.close()
-                summary.not_copied = list(out.skipped_topics)
+            with StopRequest() as stop:  # from here on, Ctrl-C ends with a closed bag
+                previous = claim_output(job.output, job.resume, job.overwrite)
+                out = OutputBag(job.output, summary.storage, outputs)
+                out.set_custom_data("s2m2_bag.input", str(job.input))
+                out.set_custom_data("s2m2_bag.backend", json.dumps(self.backend.describe(),
+                                                                   default=str))
+                taken_over = previous is None
+                try:
+                    if previous is not None:
+                        summary.frames_resumed = copy_finished(previous, out, done, outputs)
+                        taken_over = True
+                    self._convert(bag, topics, out, done, summary, stop)
+                finally:
+                    summary.not_copied = list(out.skipped_topics)
+                    if taken_over:
+                        out.close()
+                    else:  # cut off while copying: the earlier bag stays the one to resume
+                        out.abort()
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
         return summary
 
+    def _plan(self, bag: InputBag) -> tuple[StereoTopics, str, dict[str, tuple[str, str]]]:
+        """The input topics, the output namespace and the output topics."""
+        job = self.job
+        topic_types = bag.topic_types()
+        topics = find_stereo_topics(topic_types, job.namespace, job.topic_overrides)
+        namespace = (topics.namespace if job.output_namespace is None
+                     else normalize_namespace(job.output_namespace))
+        outputs = output_topics(namespace, job.settings.outputs)
+        clashes = sorted({topic for topic, _ in outputs.values()} & set(topic_types))
+        if clashes and not job.outputs_only:
+            raise BagError(f"the input bag already has {', '.join(clashes)}: write the "
+                           "outputs elsewhere with --output-namespace, or --outputs-only")
+        return topics, namespace, outputs
+
     def _convert(self, bag: InputBag, topics: StereoTopics, out: OutputBag, done: set[int],
-                 summary: RunSummary) -> None:
+                 summary: RunSummary, stop: StopRequest) -> None:
         job = self.job
         pairer = FramePairer(topics, job.approximate_sync, job.sync_tolerance_s,
                              job.queue_size)
@@ -165,22 +177,20 @@ class BagRun:
         read = None if not job.outputs_only else pairer.topics
         started = time.monotonic()
         try:
-            with StopRequest() as stop:
-                for connection, log_time, raw in bag.messages(read):
-                    if not job.outputs_only:
-                        out.write_copy(connection, log_time, raw)
-                    pairer.offer(connection.topic, raw, log_time)
-                    waiting += [frame for frame in pairer.take() if frame.stamp_ns not in done]
-                    if len(waiting) >= job.batch_size:
-                        self._process(waiting[:job.batch_size], out, summary, progress)
-                        del waiting[:job.batch_size]
-                    if stop.requested:
-                        summary.interrupted = True
-                        break
-                while waiting and not stop.requested:
+            for connection, log_time, raw in bag.messages(read):
+                if stop.requested:
+                    break
+                if not job.outputs_only:
+                    out.write_copy(connection, log_time, raw)
+                pairer.offer(connection.topic, raw, log_time)
+                waiting += [frame for frame in pairer.take() if frame.stamp_ns not in done]
+                if len(waiting) >= job.batch_size:
                     self._process(waiting[:job.batch_size], out, summary, progress)
                     del waiting[:job.batch_size]
-                summary.interrupted = stop.requested
+            while waiting and not stop.requested:
+                self._process(waiting[:job.batch_size], out, summary, progress)
+                del waiting[:job.batch_size]
+            summary.interrupted = stop.requested
         finally:
             progress.close()
             summary.elapsed_s = time.monotonic() - started

@@ -100,6 +100,10 @@ class OutputBag:
         """Finish the bag (index, summary, metadata.yaml): only then is it readable."""
         self._writer.close()
 
+    def abort(self) -> None:
+        """Stop writing without finishing: the folder is left without metadata.yaml."""
+        self._writer.abort()
+
 
 def looks_like_bag(path: Path) -> bool:
     """Whether ``path`` is an empty folder or one that holds bag files (safe to replace)."""
