@@ -34,6 +34,7 @@ setup(
         "console_scripts": [
             "stereo_node = s2m2_ros.node:main",
             "s2m2-infer = s2m2_ros.cli:main",
+            "s2m2-export = s2m2_ros.export:main",
             "s2m2-download = s2m2_ros.zoo:download_main",
             "s2m2-demo = s2m2_ros.demo.run:main",
             "stereo_source = s2m2_ros.demo.source_node:main",

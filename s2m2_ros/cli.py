@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from s2m2_ros import geometry, image_io
-from s2m2_ros.engine import EngineConfigError, StereoEngine
+from s2m2_ros.backends import BACKEND_NAMES, BackendError, create_backend
+from s2m2_ros.engine import EngineConfigError
 from s2m2_ros.zoo import MODELS, CheckpointError, user_cache_dir
 
 
@@ -62,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("left", type=Path, help="left rectified image")
     parser.add_argument("right", type=Path, help="right rectified image")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKEND_NAMES,
+        help="auto (torch with CUDA, else openvino when installed, else torch), torch, "
+        "openvino, onnxruntime or sgbm (default auto)",
+    )
     parser.add_argument(
         "--model",
         default="M",
@@ -158,8 +166,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the images differ in bit depth: {left.dtype} and {right.dtype}")
     height, width = left.shape[:2]
 
-    engine = StereoEngine.from_model_name(
-        args.model,
+    backend = create_backend(
+        args.backend,
+        model=args.model,
         weights=args.weights,
         weights_dir=args.weights_dir,
         allow_negative=args.allow_negative,
@@ -168,16 +177,17 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         input_scale=args.scale,
     )
-    info = engine.describe()
+    info = backend.describe()
     load_ms = (time.perf_counter() - start) * 1e3
     print(
-        f"loaded {info['model']} ({info['parameters'] / 1e6:.1f} M parameters) from "
-        f"{info['weights']} on {info['device']}, {info['precision']} in {load_ms:.0f} ms",
+        f"loaded backend {info['backend']} ({backend.selection}): {info['model']} from "
+        f"{info.get('weights') or 'no weights'} on {info['device']}, {info['precision']} "
+        f"in {load_ms:.0f} ms",
         flush=True,
     )
 
     start = time.perf_counter()
-    result = engine.infer(left, right)
+    result = backend.infer(left, right)
     inference_ms = (time.perf_counter() - start) * 1e3
     stages = ", ".join(f"{name} {value:.0f}" for name, value in result.timings_ms.items())
     scale = f" at scale {args.scale:g}" if args.scale != 1.0 else ""
@@ -240,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return run(args)
-    except (CheckpointError, EngineConfigError, image_io.ImageReadError, ValueError) as error:
+    except (BackendError, CheckpointError, EngineConfigError, image_io.ImageReadError,
+            ValueError) as error:
         message = str(error)
     except OSError as error:
         message = f"{error.strerror or error}: {error.filename}" if error.filename else str(error)

@@ -135,6 +135,8 @@ class HealthMonitor:
         self.max_latency_s = max_latency_s
         self.window_s = window_s
         self.device = device
+        # Which backend runs and why (the node fills it in); shown with the device.
+        self.backend_info: dict[str, str] = {}
         self._gpu_memory_fn = gpu_memory_fn
         self._lock = threading.Lock()
         self._start_s = start_s
@@ -395,7 +397,8 @@ class HealthMonitor:
         allocated = self._gpu_memory_fn(self.device)
         text = "n/a" if allocated is None else f"{allocated / 2**20:.1f}"
         return HealthStatus(STATUS_DEVICE, OK, self.device,
-                            {"device": self.device, "gpu memory allocated [MiB]": text})
+                            {"device": self.device, "gpu memory allocated [MiB]": text,
+                             **self.backend_info})
 
 
 class DiagnosticsPublisher:

@@ -11,43 +11,38 @@ download) happens on the inference device, so a CUDA pipeline moves only the raw
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from s2m2_ros.padding import pad_to_multiple
+from s2m2_ros.backends.inputs import (
+    COLOR_ORDERS,
+    SIZE_MULTIPLE,
+    StereoResult,
+    check_input_scale,
+    check_pair,
+    maps_at_input_size,
+    padded_size,
+    prepare_network_input,
+    to_network_input,
+)
 
 PRECISIONS: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
-COLOR_ORDERS = ("rgb", "bgr")
-SIZE_MULTIPLE = 32
-_SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
-# uint16 images span 0–65535 and the network expects 0–255: 65535 / 255 = 257 exactly,
-# and dividing (not multiplying by 1/257) keeps 257·v → v exact in float32.
-_UINT16_PER_UINT8 = 257.0
-
-
-@dataclass
-class StereoResult:
-    """Network outputs at input resolution, as H×W float32 arrays."""
-
-    disparity: np.ndarray  # pixels at input resolution (x_left − x_right)
-    visibility: np.ndarray  # [0, 1]; 1 = seen by the right camera
-    confidence: np.ndarray  # [0, 1]
-    timings_ms: dict[str, float] = field(default_factory=dict)
+# Re-exported: the shared input handling lives in s2m2_ros.backends.inputs.
+__all__ = ["COLOR_ORDERS", "PRECISIONS", "SIZE_MULTIPLE", "EngineConfigError", "StereoBackend",
+           "StereoEngine", "StereoResult", "padded_size", "resolve_device", "resolve_precision"]
 
 
 @runtime_checkable
@@ -126,24 +121,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             "use fp32"
         )
     return text
-
-
-def _check_image(image: np.ndarray, side: str) -> np.ndarray:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"{side} image must be a numpy array, got {type(image).__name__}")
-    if image.ndim == 2:
-        image = image[:, :, np.newaxis]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(
-            f"{side} image must be H×W (mono) or H×W×3/4 (colour), got shape {image.shape}"
-        )
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{side} image is empty (shape {image.shape})")
-    if image.dtype.type not in _SUPPORTED_DTYPES:
-        raise ValueError(
-            f"{side} image has dtype {image.dtype}; expected uint8, uint16 or float (0–255)"
-        )
-    return image
 
 
 class StereoEngine:
@@ -245,9 +222,10 @@ class StereoEngine:
 
     @input_scale.setter
     def input_scale(self, value: float) -> None:
-        scale = float(value)
-        if not 0.0 < scale <= 1.0:
-            raise EngineConfigError(f"input_scale must be in (0, 1], got {value!r}")
+        try:
+            scale = check_input_scale(value)
+        except ValueError as error:
+            raise EngineConfigError(str(error)) from None
         with self._lock:
             self._input_scale = scale
 
@@ -278,43 +256,25 @@ class StereoEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _upload(self, left: np.ndarray, right: np.ndarray) -> torch.Tensor:
-        """Both images as one 2×H×W×C tensor of their own dtype on the device."""
+    def _upload(self, images: list[np.ndarray]) -> torch.Tensor:
+        """The images as one N×H×W×C tensor of their own dtype on the device."""
         if self.device.type != "cuda":
-            return torch.from_numpy(np.stack((left, right)))
-        key = ((2, *left.shape), left.dtype.str)
+            return torch.from_numpy(np.stack(images))
+        key = ((len(images), *images[0].shape), images[0].dtype.str)
         pinned = self._pinned.get(key)
         if pinned is None:
             # One page-locked buffer per image format, reused: the asynchronous copy
             # needs page-locked memory, and allocating it per frame is slow. The copy
             # has finished before the next frame overwrites it (infer synchronises).
-            pinned = torch.from_numpy(np.empty(key[0], dtype=left.dtype)).pin_memory()
+            pinned = torch.from_numpy(np.empty(key[0], dtype=images[0].dtype)).pin_memory()
             self._pinned = {key: pinned}
         host = pinned.numpy()
-        host[0] = left
-        host[1] = right
+        for index, image in enumerate(images):
+            host[index] = image
         return pinned.to(self.device, non_blocking=True)
 
-    @staticmethod
-    def _to_network_input(pair: torch.Tensor, color_order: str) -> torch.Tensor:
-        """2×H×W×C raw pixels → 2×3×H×W RGB in 0–255 (a channels-last view).
-
-        8-bit pixels stay 8-bit here: the padding converts them to float32 in the
-        same pass that copies them into the padded frame.
-        """
-        images = pair
-        if pair.dtype == torch.uint16:
-            images = pair.float() / _UINT16_PER_UINT8
-        elif pair.dtype != torch.uint8:
-            images = pair.float()
-        channels = images.shape[-1]
-        if channels == 1:
-            images = images.expand(-1, -1, -1, 3)
-        elif channels == 4:
-            images = images[..., :3]
-        if channels != 1 and color_order == "bgr":
-            images = images.flip(-1)
-        return images.permute(0, 3, 1, 2)
+    # Kept for the benchmarks, which time this step on its own.
+    _to_network_input = staticmethod(to_network_input)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -323,65 +283,47 @@ class StereoEngine:
 
     def infer(self, left: np.ndarray, right: np.ndarray, color_order: str = "rgb") -> StereoResult:
         """Disparity, visibility and confidence for a rectified pair (see class doc)."""
-        order = str(color_order).strip().lower()
-        if order not in COLOR_ORDERS:
-            raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
-        left = _check_image(left, "left")
-        right = _check_image(right, "right")
-        if left.shape != right.shape or left.dtype != right.dtype:
-            raise ValueError(
-                f"left and right images differ: left {left.shape} {left.dtype}, right "
-                f"{right.shape} {right.dtype}; a rectified pair has one size and format"
-            )
-        height, width = left.shape[:2]
+        return self.infer_batch([(left, right)], color_order)[0]
+
+    def infer_batch(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                    color_order: str = "rgb") -> list[StereoResult]:
+        """:meth:`infer` for pairs of one size and format, run through the network as one
+        batch (``timings_ms`` are the batch's, shared by its results)."""
+        if not pairs:
+            return []
+        checked = [check_pair(left, right, color_order) for left, right in pairs]
+        order = checked[0][2]
+        first = checked[0][0]
+        for left, _right, _order in checked[1:]:
+            if left.shape != first.shape or left.dtype != first.dtype:
+                raise ValueError(
+                    f"a batch needs pairs of one size and format: {first.shape} "
+                    f"{first.dtype} and {left.shape} {left.dtype}")
+        height, width = first.shape[:2]
+        count = len(checked)
         with self._lock, torch.inference_mode():
             timings: dict[str, float] = {}
             start = time.perf_counter()
-            images = self._to_network_input(self._upload(left, right), order)
-            if self.input_scale < 1.0:
-                small_size = (
-                    max(1, round(height * self.input_scale)),
-                    max(1, round(width * self.input_scale)),
-                )
-                images = F.interpolate(images.float(), size=small_size, mode="area")
-            padded, pad_info = pad_to_multiple(images, SIZE_MULTIPLE)
-            # No-ops when the padding already produced channels-last float32.
-            padded = padded.float().contiguous(memory_format=torch.channels_last)
+            # Lefts first, then rights: the network takes them as two batches.
+            images = [pair[0] for pair in checked] + [pair[1] for pair in checked]
+            padded, pad_info = prepare_network_input(self._upload(images), order,
+                                                     self.input_scale)
             self._synchronize()
             network_start = time.perf_counter()
             timings["upload"] = (network_start - start) * 1e3
 
             with self._autocast():
-                disparity, visibility, confidence = self._forward(padded[:1], padded[1:])
+                outputs = self._forward(padded[:count], padded[count:])
             self._synchronize()
             download_start = time.perf_counter()
             timings["network"] = (download_start - network_start) * 1e3
-
-            top, left_edge = pad_info.top, pad_info.left
-            window = (..., slice(top, top + pad_info.height),
-                      slice(left_edge, left_edge + pad_info.width))
-            if (pad_info.height, pad_info.width) == (height, width):
-                # Each map cropped and made contiguous in one copy (no stacking).
-                maps = [output[0, 0][window[1:]].float().contiguous().cpu().numpy()
-                        for output in (disparity, visibility, confidence)]
-            else:
-                outputs = torch.cat((disparity, visibility, confidence), dim=1).float()
-                outputs = F.interpolate(
-                    outputs[window], size=(height, width), mode="bilinear",
-                    align_corners=False
-                )
-                # Disparity is a horizontal distance: rescale to full-resolution pixels
-                # with the exact width ratio (the rounded size, not the nominal scale).
-                outputs[:, 0] *= width / pad_info.width
-                # Contiguous, so callers can hand the maps to cv2 or ROS messages directly.
-                maps = list(outputs[0].contiguous().cpu().numpy())
+            results = []
+            for index in range(count):
+                maps = maps_at_input_size(*(output[index:index + 1] for output in outputs),
+                                          pad_info, height, width)
+                results.append(StereoResult(maps[0], maps[1], maps[2], timings))
             timings["download"] = (time.perf_counter() - download_start) * 1e3
-        return StereoResult(
-            disparity=maps[0],
-            visibility=maps[1],
-            confidence=maps[2],
-            timings_ms=timings,
-        )
+        return results
 
     def warmup(self, height: int, width: int, channels: int = 3) -> float:
         """Run one inference at this image size (compiles under ``compile=True``); ms."""
@@ -396,7 +338,3 @@ class StereoEngine:
         self.infer(left, right)
         return (time.perf_counter() - start) * 1e3
 
-
-def padded_size(height: int, width: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
-    """The network input size for an image (what ``compile`` specialises on)."""
-    return math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple

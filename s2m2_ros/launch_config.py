@@ -23,6 +23,11 @@ DEFAULT_PARAMS_FILE = "s2m2_stereo.yaml"
 RVIZ_CONFIG_FILE = "s2m2_stereo.rviz"
 
 MODEL_NAMES = ("S", "M", "L", "XL")
+# The old name of the torch backend, still accepted (with a warning) so that existing
+# configs and launch commands keep starting.
+DEPRECATED_TORCH_ALIAS = "s2m2"
+# s2m2_ros.backends.BACKEND_NAMES plus the alias (not imported: this module stays light).
+BACKEND_CHOICES = ("auto", "torch", "openvino", "onnxruntime", "sgbm", DEPRECATED_TORCH_ALIAS)
 DEVICE_PATTERN = r"auto|cpu|cuda|cuda:\d+"
 
 # The node's relative input topic names: what `topic_remappings` maps onto the cameras.
@@ -64,8 +69,10 @@ def _spec(name: str, default: Any, description: str, **kwargs: Any) -> Parameter
 # the tests hold config/*.yaml to the names, types and ranges below; the node can
 # build its ParameterDescriptors from the same table.
 NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
-    _spec("backend", "s2m2", "stereo backend: the S2M2 network or classical OpenCV SGBM",
-          choices=("s2m2", "sgbm")),
+    _spec("backend", "auto", "stereo backend: auto (torch with CUDA, else openvino when "
+          "installed, else torch), torch, openvino or onnxruntime (the S2M2 network), or "
+          f"sgbm (classical OpenCV SGBM); {DEPRECATED_TORCH_ALIAS} is a deprecated name of torch",
+          choices=BACKEND_CHOICES),
     _spec("model", "M", "S2M2 model size; larger is more accurate and slower",
           choices=MODEL_NAMES),
     _spec("weights", "", "checkpoint file; empty: the model's published file from "
@@ -170,8 +177,8 @@ LAUNCH_ARGUMENTS: tuple[tuple[str, str, str, list[str] | None], ...] = (
     ("image_topic", "",
      "Image topic name inside the camera namespaces, e.g. image_rect_color for "
      "image_proc's colour output; empty: the camera preset's (image_rect for generic)", None),
-    ("backend", "", "Stereo backend s2m2 or sgbm; empty: from the config (s2m2)",
-     ["", "s2m2", "sgbm"]),
+    ("backend", "", "Stereo backend auto, torch, openvino, onnxruntime or sgbm; empty: "
+     "from the config (auto)", ["", *BACKEND_CHOICES]),
     ("model", "", "S2M2 model size S, M, L or XL; empty: from the config (M)",
      ["", *MODEL_NAMES]),
     ("weights", "", "Checkpoint file; empty: from the config (the model's published file)",

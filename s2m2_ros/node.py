@@ -36,7 +36,13 @@ from stereo_msgs.msg import DisparityImage
 from .backends import BackendError, StereoBackend, create_backend
 from .diagnostics import DiagnosticsPublisher, HealthMonitor
 from .geometry import ValidityThresholds
-from .launch_config import INPUT_TOPICS, NODE_NAME, NODE_PARAMETERS, ParameterSpec
+from .launch_config import (
+    DEPRECATED_TORCH_ALIAS,
+    INPUT_TOPICS,
+    NODE_NAME,
+    NODE_PARAMETERS,
+    ParameterSpec,
+)
 from .pipeline import MIN_IMAGE_SIDE_PX, OUTPUTS, InputError, OutputSettings, process_frame
 from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_of
 
@@ -105,7 +111,8 @@ def _check_value(spec: ParameterSpec, value: Any) -> str | None:
 
 def build_backend(params: dict[str, Any]) -> StereoBackend:
     """The backend the parameters ask for; raises StartupError with a clear reason."""
-    name = "torch" if params["backend"] == "s2m2" else params["backend"]
+    # "s2m2" is the old name of the torch backend, kept so existing configs still start.
+    name = "torch" if params["backend"] == DEPRECATED_TORCH_ALIAS else params["backend"]
     try:
         return create_backend(
             name, model=params["model"], weights=params["weights"] or None,
@@ -145,6 +152,9 @@ class StereoNode(Node):
 
         self._backend = build_backend(self._params)
         self._apply_backend_options(self._params)
+        if self._params["backend"] == DEPRECATED_TORCH_ALIAS:
+            self.get_logger().warning(
+                f"backend '{DEPRECATED_TORCH_ALIAS}' is deprecated: use 'torch' (same backend)")
 
         output_qos = QoSProfile(depth=5)
         overrides = QoSOverridingOptions.with_default_policies()
@@ -162,6 +172,9 @@ class StereoNode(Node):
             sync_tolerance_s=self._params["approximate_sync_tolerance_seconds"],
             input_timeout_s=self._params["input_timeout_s"],
             max_latency_s=self._params["max_latency_s"], device=device)
+        self._monitor.backend_info = {
+            "backend": f"{description['backend']} ({self._backend.selection})",
+            **({"runtime": str(description["runtime"])} if "runtime" in description else {})}
         self._diagnostics = DiagnosticsPublisher(self, self._monitor)
 
         self._mailbox: _Pair | None = None
@@ -190,7 +203,8 @@ class StereoNode(Node):
         weights = description.get("weights")
         topics = ", ".join(self.resolve_topic_name(t) for t in INPUT_TOPICS)
         self.get_logger().info(
-            f"started: backend {self._params['backend']}, model {describe.get('model')}, "
+            f"started: backend {describe['backend']} ({self._backend.selection}), model "
+            f"{describe.get('model')}, "
             f"device {describe.get('device', 'cpu')}, precision "
             f"{describe.get('precision', 'n/a')}, weights {weights or 'none'}; inputs {topics}"
             + ("" if StereoStatus else "; status topic off (s2m2_ros/msg not generated: run "
@@ -411,7 +425,7 @@ class StereoNode(Node):
         status = StereoStatus()
         status.header = left.header
         status.model = str(describe.get("model", self._backend.name))
-        status.backend = self._params["backend"]
+        status.backend = str(describe["backend"])
         status.device = str(describe.get("device", "cpu"))
         status.precision = str(describe.get("precision", "fp32"))
         status.input_width, status.input_height = int(left.width), int(left.height)

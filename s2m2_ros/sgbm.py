@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from s2m2_ros.engine import StereoResult
+from s2m2_ros.backends.inputs import StereoResult
 
 _MODES = {
     "sgbm": cv2.STEREO_SGBM_MODE_SGBM,

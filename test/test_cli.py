@@ -49,7 +49,7 @@ def expected_disparity(files) -> np.ndarray:
 def _run(files, out: Path, *extra: str) -> int:
     return main(
         [str(files["left"]), str(files["right"]), "--weights", str(files["checkpoint"]),
-         "--out", str(out), "--device", "cpu", *extra]
+         "--out", str(out), "--device", "cpu", "--backend", "torch", *extra]
     )  # fmt: skip
 
 

@@ -72,7 +72,7 @@ def engine(checkpoint: Path):
 
 @pytest.fixture(scope="module")
 def node(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    process = NodeProcess({"weights": str(checkpoint), "device": "cpu",
+    process = NodeProcess({"backend": "torch", "weights": str(checkpoint), "device": "cpu",
                            "status_period_s": 0.0},
                           NAMESPACE, tmp_path_factory.mktemp("s2m2_node"))
     yield process
@@ -250,7 +250,7 @@ def test_every_output_matches_the_engine_and_the_calibration(alive: StereoRig, e
         status = outputs[STATUS_TOPIC]
         assert (status.input_width, status.input_height) == (WIDTH, HEIGHT)
         assert (status.inference_width, status.inference_height) == (WIDTH, HEIGHT)
-        assert status.backend == "s2m2"
+        assert status.backend == "torch"
         assert status.device == "cpu"
         assert status.baseline_m == pytest.approx(DEFAULT_CAMERA.baseline_m)
         assert status.focal_length_px == pytest.approx(DEFAULT_CAMERA.fx)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from s2m2_ros.engine import StereoResult
+from s2m2_ros.backends.inputs import StereoResult
 
 __all__ = ["BackendError", "StereoBackend", "StereoResult"]
 
@@ -38,6 +38,8 @@ class StereoBackend(ABC):
     runtime_options: ClassVar[frozenset[str]] = frozenset()
     #: How many pairs :meth:`infer_batch` runs through the network at once (1: no batching).
     max_batch: int = 1
+    #: Why this backend runs: "requested", or "auto: <reason>" (set by create_backend).
+    selection: str = "requested"
 
     @abstractmethod
     def infer(self, left: np.ndarray, right: np.ndarray, color_order: str = "rgb") -> StereoResult:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,8 +21,11 @@ class TorchBackend(StereoBackend):
     runtime_options: ClassVar[frozenset[str]] = frozenset(
         {"refine_iters", "allow_negative", "input_scale"})
 
-    def __init__(self, engine: StereoEngine) -> None:
+    def __init__(self, engine: StereoEngine, max_batch: int = 8) -> None:
         self.engine = engine
+        if int(max_batch) < 1:
+            raise BackendError(f"max_batch must be at least 1, got {max_batch!r}")
+        self.max_batch = int(max_batch)
 
     @property
     def needs_warmup(self) -> bool:
@@ -29,6 +33,14 @@ class TorchBackend(StereoBackend):
 
     def infer(self, left: np.ndarray, right: np.ndarray, color_order: str = "rgb") -> StereoResult:
         return self.engine.infer(left, right, color_order)
+
+    def infer_batch(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                    color_order: str = "rgb") -> list[StereoResult]:
+        """Pairs of one size through the network ``max_batch`` at a time."""
+        results: list[StereoResult] = []
+        for start in range(0, len(pairs), self.max_batch):
+            results += self.engine.infer_batch(pairs[start:start + self.max_batch], color_order)
+        return results
 
     def warmup(self, height: int, width: int, channels: int = 3) -> float:
         return self.engine.warmup(height, width, channels)
@@ -47,9 +59,19 @@ def create_torch_backend(*, model: str = "M", weights: str | os.PathLike[str] | 
                          weights_dir: str | os.PathLike[str] | None = None,
                          device: str = "auto", precision: str = "auto", compile: bool = False,
                          allow_negative: bool = False, refine_iters: int = 3,
-                         input_scale: float = 1.0) -> TorchBackend:
-    """The network from ``weights`` (a path) or ``model`` (S/M/L/XL, looked up)."""
-    from s2m2_ros.zoo import CheckpointError
+                         input_scale: float = 1.0, max_batch: int = 8) -> TorchBackend:
+    """The network from ``weights`` (a path) or ``model`` (S/M/L/XL, looked up).
+
+    ``compile``: torch.compile, with inductor's on-disk cache in the package's user
+    cache (``$TORCHINDUCTOR_CACHE_DIR`` wins), so a restart reuses the compiled kernels
+    instead of paying the cold compile again. ``max_batch``: pairs per network call in
+    :meth:`TorchBackend.infer_batch`.
+    """
+    from s2m2_ros.zoo import CheckpointError, user_cache_dir
+
+    if compile:
+        # Inductor's default lives in /tmp, which a reboot empties.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache_dir() / "inductor"))
 
     try:
         engine = StereoEngine.from_model_name(
@@ -58,4 +80,4 @@ def create_torch_backend(*, model: str = "M", weights: str | os.PathLike[str] | 
             precision=precision, compile=compile, input_scale=input_scale)
     except (CheckpointError, EngineConfigError) as error:
         raise BackendError(str(error)) from None
-    return TorchBackend(engine)
+    return TorchBackend(engine, max_batch)

@@ -56,8 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="M", choices=MODEL_NAMES, help="S²M² size (M)")
     parser.add_argument("--weights", default=None, help="checkpoint file (default: searched)")
     parser.add_argument("--weights-dir", default=None, help="folder searched for checkpoints")
-    parser.add_argument("--backend", default="auto", choices=("auto", "s2m2", "sgbm"),
-                        help="auto: S²M² when weights are found, else the SGBM baseline")
+    parser.add_argument("--backend", default="auto",
+                        choices=("auto", "torch", "openvino", "onnxruntime", "sgbm", "s2m2"),
+                        help="auto: S²M² when weights are found (in the node's auto "
+                        "backend: torch with CUDA, else openvino when installed, else torch), "
+                        "else the SGBM baseline; torch, openvino, onnxruntime: S²M² in that "
+                        "runtime; sgbm: the baseline; s2m2: old name of torch")
     parser.add_argument("--source", default="motorcycle",
                         help="'motorcycle' (bundled Middlebury pair), a Middlebury or "
                         "left/right image folder, or a ROS 2 bag")
@@ -92,19 +96,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclass
 class BackendChoice:
-    backend: str  # "s2m2" or "sgbm"
+    backend: str  # the node's backend: "sgbm" or a network runtime (torch, openvino, …)
     weights: Path | None
     fallback: bool
     notice: str = ""
 
 
 def choose_backend(backend: str, model: str, weights: str | None,
-                   weights_dir: str | None) -> BackendChoice:
+                   weights_dir: str | None, device: str = "auto") -> BackendChoice:
     """Which backend runs; raises `DemoError` where S²M² was asked for without weights.
 
     ``auto`` falls back to SGBM only when no weights were found by searching;
-    a ``--weights`` path that does not exist is an error, never a fallback.
+    a ``--weights`` path that does not exist is an error, never a fallback. With weights,
+    ``auto`` is resolved here as the node would resolve it (same function, same machine),
+    so the report names the runtime that ran.
     """
+    if backend == "s2m2":
+        backend = "torch"  # the deprecated name
     if backend == "sgbm":
         return BackendChoice("sgbm", None, fallback=False)
     from s2m2_ros.zoo import WeightsNotFoundError, find_weights
@@ -112,7 +120,7 @@ def choose_backend(backend: str, model: str, weights: str | None,
     try:
         path = find_weights(model, weights=weights, weights_dir=weights_dir)
     except WeightsNotFoundError as error:
-        if backend == "s2m2" or weights is not None:
+        if backend != "auto" or weights is not None:
             raise DemoError(f"{error}") from None
         notice = (
             f"No S²M² weights were found for model {model}, so this demo runs the classical "
@@ -120,7 +128,11 @@ def choose_backend(backend: str, model: str, weights: str | None,
             f"say nothing about S²M². {WEIGHTS_HINT}\n(Searched: {error})"
         )
         return BackendChoice("sgbm", None, fallback=True, notice=notice)
-    return BackendChoice("s2m2", path, fallback=False)
+    if backend == "auto":
+        from s2m2_ros.backends import choose_auto
+
+        backend, _reason = choose_auto(device)
+    return BackendChoice(backend, path, fallback=False)
 
 
 def loopback_only() -> bool | None:
@@ -230,7 +242,8 @@ class DemoPlan:
 
 
 def plan_demo(args: argparse.Namespace, python: str = sys.executable) -> DemoPlan:
-    choice = choose_backend(args.backend, args.model, args.weights, args.weights_dir)
+    choice = choose_backend(args.backend, args.model, args.weights, args.weights_dir,
+                            args.device)
     dataset, source_params = source_description(args.source, args.scale)
     out = Path(args.out).expanduser().resolve()
     paced = "bag" not in source_params
@@ -248,7 +261,7 @@ def plan_demo(args: argparse.Namespace, python: str = sys.executable) -> DemoPla
         wait_for_output="disparity" if paced else "", output_timeout_s=output_timeout_s)
 
     node_params: dict[str, Any] = {"backend": choice.backend}
-    if choice.backend == "s2m2":
+    if choice.backend != "sgbm":
         node_params.update(model=args.model, weights=str(choice.weights), device=args.device)
     # Reliable inputs: the demo scores every frame, so none may be lost in transit
     # (the node's default, best effort, is what a live camera wants).
@@ -258,7 +271,7 @@ def plan_demo(args: argparse.Namespace, python: str = sys.executable) -> DemoPla
     device = "cpu" if choice.backend == "sgbm" else args.device
     recorder_params = {
         "output_dir": str(out), "num_frames": int(args.frames), "timeout_s": float(args.timeout),
-        "backend": choice.backend, "model": args.model if choice.backend == "s2m2" else "SGBM",
+        "backend": choice.backend, "model": args.model if choice.backend != "sgbm" else "SGBM",
         "weights": str(choice.weights or ""), "device": device, "dataset": dataset,
         "fallback": choice.fallback,
     }
@@ -408,8 +421,8 @@ def run(args: argparse.Namespace) -> int:
     env, notes = ros_environment()
     if plan.choice.fallback:
         print("=" * 78 + f"\n{plan.choice.notice}\n" + "=" * 78, flush=True)
-    what = (f"S²M² {args.model} ({plan.choice.weights})" if plan.choice.backend == "s2m2"
-            else "SGBM baseline")
+    what = (f"S²M² {args.model} ({plan.choice.weights}) in {plan.choice.backend}"
+            if plan.choice.backend != "sgbm" else "SGBM baseline")
     print(f"s2m2-demo: {what} on {plan.dataset}, {args.frames} frame(s) -> {plan.out}"
           f" [{', '.join(notes)}]", flush=True)
 
