@@ -1,17 +1,33 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Latency and peak memory of the S²M² network: model size × resolution × precision.
+"""Latency and peak memory of the S²M² network: backend × precision × model size × resolution.
 
 Usage (from the repository root)::
 
     python benchmarks/model_benchmark.py                       # S, M, L, XL at 640×480
+    python benchmarks/model_benchmark.py --sizes S --backends torch openvino onnxruntime \
+        --precisions fp32 bf16 --rounds 3 --markdown          # backends, alternating
     python benchmarks/model_benchmark.py --sizes S M --resolutions 640x480 1216x1024 \\
         --precisions fp32 bf16 --repeats 5 --warmup 1 --markdown
     python benchmarks/model_benchmark.py --device cuda --compile --raw
     python benchmarks/model_benchmark.py --memory-estimate --markdown
 
 Networks have random weights (``torch.manual_seed``): latency and memory do not
-depend on the weights' values, and no checkpoint is needed. Each configuration
-runs in a fresh subprocess, so its peak memory is its own.
+depend on the weights' values, and no checkpoint is needed (the seeded network is
+saved to a temporary checkpoint, which every backend loads). Backends are built with
+``create_backend`` exactly as the node builds them (``--backend-options`` adds
+options, e.g. OpenVINO properties). Each configuration runs in a fresh subprocess,
+so its peak memory is its own.
+
+Backends and starts
+    ``--rounds N`` runs the whole list of configurations N times in turn, so that the
+    backends alternate (torch, openvino, torch, openvino, …) and share the drift of
+    a shared machine's load; each row is then the median of the rounds' medians, and
+    "× torch fp32" divides it by the torch fp32 row of the same model and size from
+    the same run. "first start" is building the backend plus its first call in a
+    process with an empty cache (ONNX export and compilation for the exported
+    backends, compilation under ``--compile``); "second start" the same in a new
+    process given the cache the first one filled (engine cache, OpenVINO's model
+    cache, inductor's ``TORCHINDUCTOR_CACHE_DIR``), as after a restart of the node.
 
 What is measured
     ``engine``: ``StereoEngine.infer`` with H×W×3 uint8 numpy images in and numpy maps
@@ -303,11 +319,14 @@ def benchmark_table(results: list[dict[str, Any]], device: str,
     torch_fp32 = {_ratio_key(result): median(result["latencies_s"]) for result in results
                   if result["ok"] and result["backend"] == "torch"
                   and result["precision"] == "fp32" and not result["compile"]}
+    from s2m2_ros.zoo import MODELS
+
     rows = []
     for result in results:
         resolution = resolution_name(result["width"], result["height"])
-        common = [result["backend"], result["size"], _parameters(MODELS[result["size"]].parameters),
-                  resolution, result["precision"], result["path"], result["malloc"]]
+        common = [result["backend"], result["size"],
+                  _parameters(MODELS[result["size"]].parameters), resolution,
+                  result["precision"], result["path"], result["malloc"]]
         if not result["ok"]:
             rows.append([*common, *["—"] * 7, result.get("error", "failed")])
             continue
@@ -366,7 +385,8 @@ def run_benchmark(args: argparse.Namespace, device: str) -> list[dict[str, Any]]
         checkpoint = _save_random_checkpoint(size, workspace.name)
         for (width, height), precision, path, malloc, backend in itertools.product(
                 args.resolutions, args.precisions, paths, args.malloc, args.backends):
-            cache_dir = os.path.join(workspace.name, f"cache_{len(configs)}")
+            cache_dir = os.path.join(workspace.name, f"cache_{size}_{width}x{height}"
+                                     if args.shared_cache else f"cache_{len(configs)}")
             configs.append({"backend": backend, "size": size, "width": width,
                             "height": height, "precision": precision, "path": path,
                             "device": device, "compile": args.compile, "threads": args.threads,
@@ -539,6 +559,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--second-start", action=argparse.BooleanOptionalAction, default=True,
                         help="after each configuration's first run, start it once more with "
                              "the cache (export, compile) it filled (default on)")
+    parser.add_argument("--shared-cache", action="store_true",
+                        help="one engine cache per model and image size: the ONNX export is "
+                             "paid by the first exported backend's first start only")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds allowed per configuration (default 1800)")
