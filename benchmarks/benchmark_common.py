@@ -14,6 +14,7 @@ import platform
 import re
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 MIB = 1 << 20
 
@@ -124,3 +125,33 @@ def print_header(title: str, lines: Sequence[str], markdown: bool = True) -> Non
     for line in lines:
         print(f"- {line}" if markdown else f"  {line}")
     print()
+
+
+# -- the network and its inputs -----------------------------------------------------------
+
+SEED = 0
+
+
+def build_network(size: str) -> Any:
+    """S2M2 of a published size with random weights (seeded), in eval mode."""
+    import torch
+
+    from s2m2_ros.model import S2M2
+    from s2m2_ros.zoo import MODELS
+
+    spec = MODELS[size]
+    torch.manual_seed(SEED)
+    return S2M2(spec.feature_channels, spec.num_transformer).eval()
+
+
+def textured_pair(width: int, height: int) -> tuple[Any, Any]:
+    """A smooth random texture and the same seen 8 px further left by the right camera
+    (disparity +8): an H×W×3 uint8 stereo pair."""
+    import cv2
+    import numpy as np
+
+    generator = np.random.default_rng(SEED)
+    noise = generator.integers(0, 256, size=(height, width + 8, 3), dtype=np.uint8)
+    texture = cv2.GaussianBlur(noise, (0, 0), 1.5)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
+    return np.ascontiguousarray(texture[:, :width]), np.ascontiguousarray(texture[:, 8:])

@@ -1,17 +1,33 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Latency and peak memory of the S²M² network: model size × resolution × precision.
+"""Latency and peak memory of the S²M² network: backend × precision × model size × resolution.
 
 Usage (from the repository root)::
 
     python benchmarks/model_benchmark.py                       # S, M, L, XL at 640×480
+    python benchmarks/model_benchmark.py --sizes S --backends torch openvino onnxruntime \
+        --precisions fp32 bf16 --rounds 3 --markdown          # backends, alternating
     python benchmarks/model_benchmark.py --sizes S M --resolutions 640x480 1216x1024 \\
         --precisions fp32 bf16 --repeats 5 --warmup 1 --markdown
     python benchmarks/model_benchmark.py --device cuda --compile --raw
     python benchmarks/model_benchmark.py --memory-estimate --markdown
 
 Networks have random weights (``torch.manual_seed``): latency and memory do not
-depend on the weights' values, and no checkpoint is needed. Each configuration
-runs in a fresh subprocess, so its peak memory is its own.
+depend on the weights' values, and no checkpoint is needed (the seeded network is
+saved to a temporary checkpoint, which every backend loads). Backends are built with
+``create_backend`` exactly as the node builds them (``--backend-options`` adds
+options, e.g. OpenVINO properties). Each configuration runs in a fresh subprocess,
+so its peak memory is its own.
+
+Backends and starts
+    ``--rounds N`` runs the whole list of configurations N times in turn, so that the
+    backends alternate (torch, openvino, torch, openvino, …) and share the drift of
+    a shared machine's load; each row is then the median of the rounds' medians, and
+    "× torch fp32" divides it by the torch fp32 row of the same model and size from
+    the same run. "first start" is building the backend plus its first call in a
+    process with an empty cache (ONNX export and compilation for the exported
+    backends, compilation under ``--compile``); "second start" the same in a new
+    process given the cache the first one filled (engine cache, OpenVINO's model
+    cache, inductor's ``TORCHINDUCTOR_CACHE_DIR``), as after a restart of the node.
 
 What is measured
     ``engine``: ``StereoEngine.infer`` with H×W×3 uint8 numpy images in and numpy maps
@@ -72,35 +88,36 @@ asserts. The machine (CPU, cores, load, torch version, threads) heads the output
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import itertools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
-import weakref
-from dataclasses import dataclass, field
 from typing import Any
 
 from benchmark_common import (
     MIB,
+    SEED,
     available_memory_bytes,
+    build_network,
     format_table,
     machine_lines,
     median,
     parse_resolution,
     print_header,
     resolution_name,
+    textured_pair,
 )
+from memory_estimate import estimate_memory
 
 SIZES = ("S", "M", "L", "XL")
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
 DEFAULT_RESOLUTIONS = ("640x480",)
 ESTIMATE_RESOLUTIONS = ("640x480", "1216x1024", "2432x2048")
 MEASURE_RESOLUTIONS = ("320x240", "640x480")
-SEED = 0
 _RESULT_MARKER = "MODEL_BENCHMARK_RESULT "
 # glibc malloc settings of the child (environment variables read at start-up):
 # "node" is what the node sets with mallopt (node._keep_large_buffers_mapped);
@@ -114,33 +131,6 @@ MALLOC_SETTINGS: dict[str, dict[str, str]] = {
 # A configuration whose computed peak exceeds this share of MemAvailable is skipped
 # on CPU: the computation leaves out the process itself and allocator slack.
 _MEMORY_HEADROOM = 0.8
-
-
-# -- the network and its inputs -----------------------------------------------------------
-
-def build_network(size: str) -> Any:
-    """S2M2 of a published size with random weights (seeded), in eval mode."""
-    import torch
-
-    from s2m2_ros.model import S2M2
-    from s2m2_ros.zoo import MODELS
-
-    spec = MODELS[size]
-    torch.manual_seed(SEED)
-    return S2M2(spec.feature_channels, spec.num_transformer).eval()
-
-
-def textured_pair(width: int, height: int) -> tuple[Any, Any]:
-    """A smooth random texture and the same seen 8 px further left by the right camera
-    (disparity +8): an H×W×3 uint8 stereo pair."""
-    import cv2
-    import numpy as np
-
-    generator = np.random.default_rng(SEED)
-    noise = generator.integers(0, 256, size=(height, width + 8, 3), dtype=np.uint8)
-    texture = cv2.GaussianBlur(noise, (0, 0), 1.5)
-    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
-    return np.ascontiguousarray(texture[:, :width]), np.ascontiguousarray(texture[:, 8:])
 
 
 # -- one configuration, in a child process ------------------------------------------------
@@ -172,30 +162,49 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
+def _build_backend(config: dict[str, Any]) -> Any:
+    """The configuration's backend, through ``create_backend`` like the node builds it."""
+    from s2m2_ros.backends import create_backend
+
+    options: dict[str, Any] = {"weights": config["checkpoint"], "device": config["device"],
+                               "precision": config["precision"],
+                               "compile": config["compile"] and config["path"] == "engine"}
+    if config["backend"] != "torch":
+        options["cache_dir"] = config["cache_dir"]
+    options.update(config["options"])
+    return create_backend(config["backend"], **options)
+
+
 def run_configuration(config: dict[str, Any]) -> dict[str, Any]:
     """Build, warm up and time one configuration; the result as a JSON-able dict."""
     import numpy as np
     import torch
 
-    from s2m2_ros.engine import EngineConfigError, StereoEngine
+    from s2m2_ros.backends import BackendError
+    from s2m2_ros.engine import StereoEngine
     from s2m2_ros.padding import pad_to_multiple
 
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     result: dict[str, Any] = {**config, "ok": False, "threads_used": torch.get_num_threads()}
     width, height = config["width"], config["height"]
-    network = build_network(config["size"])
-    result["parameters"] = sum(p.numel() for p in network.parameters())
+    started = time.perf_counter()
     try:
-        engine = StereoEngine(network, device=config["device"], precision=config["precision"],
-                              compile=config["compile"] and config["path"] == "engine")
-    except EngineConfigError as error:
-        result["error"] = f"unsupported: {error}"
+        backend = _build_backend(config)
+    except (BackendError, TypeError) as error:
+        result["error"] = f"unsupported: {str(error).splitlines()[0]}"
         return result
-    device = engine.device
+    result["build_s"] = time.perf_counter() - started
+    result["describe"] = {key: str(value) for key, value in backend.describe().items()}
+    engine = getattr(backend, "engine", None)  # the torch backend's StereoEngine
+    device = engine.device if engine is not None else torch.device("cpu")
     left, right = textured_pair(width, height)
     forward: Any
     if config["path"] == "raw":
+        if engine is None:
+            result["error"] = "unsupported: --raw times the torch backend's network only"
+            return result
+        network = engine.model
         forward_network = torch.compile(network, dynamic=False) if config["compile"] else network
         with torch.inference_mode():
             images = StereoEngine._to_network_input(
@@ -213,7 +222,8 @@ def run_configuration(config: dict[str, Any]) -> dict[str, Any]:
         network_ms: list[float] = []
 
         def forward() -> None:
-            network_ms.append(engine.infer(left, right).timings_ms["network"])
+            timings = backend.infer(left, right).timings_ms
+            network_ms.append(timings.get("network", float("nan")))
 
     gc.collect()
     if device.type == "cuda":
@@ -226,7 +236,7 @@ def run_configuration(config: dict[str, Any]) -> dict[str, Any]:
 
     latencies: list[float] = []
     try:
-        for index in range(config["warmup"] + config["repeats"]):
+        for index in range(max(1, config["warmup"] + config["repeats"])):
             started = time.perf_counter()
             forward()
             elapsed = time.perf_counter() - started
@@ -259,6 +269,9 @@ def run_in_subprocess(config: dict[str, Any], timeout_s: float) -> dict[str, Any
     if config["threads"]:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             environment[name] = str(config["threads"])
+    # torch.compile's on-disk cache lives beside the exported backends' engine cache, so
+    # the second start of a compiled configuration finds what the first one compiled.
+    environment["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(config["cache_dir"], "inductor")
     command = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(config)]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, env=environment,
@@ -278,125 +291,6 @@ def run_in_subprocess(config: dict[str, Any], timeout_s: float) -> dict[str, Any
     return {**config, "ok": False, "error": reason}
 
 
-# -- computed memory: live tensor bytes on fake tensors -------------------------------------
-
-@dataclass
-class MemoryEstimate:
-    """Computed tensor memory of one configuration, in bytes."""
-
-    weights: int
-    activations: int  # peak of live non-weight tensor bytes (inputs and outputs included)
-    largest: list[tuple[int, str, tuple[int, ...]]] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return self.weights + self.activations
-
-
-def _live_bytes_tracker(external: list[Any], keep_largest: int) -> Any:
-    """A TorchDispatchMode adding up the bytes of live tensor storages (see docstring)."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_map_only
-    from torch.utils.weak import WeakIdKeyDictionary
-
-    class LiveBytesTracker(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.live = 0
-            self.peak = 0
-            self.largest_at_peak: list[tuple[int, str, tuple[int, ...]]] = []
-            self._storages = WeakIdKeyDictionary()
-            self._described: dict[int, tuple[int, str, tuple[int, ...]]] = {}
-            self._next_key = 0
-            # Weights and buffers are not activations; their views (nn.Linear's
-            # weight.t(), say) must not count as new memory.
-            for tensor in external:
-                self._storages[tensor.untyped_storage()] = -1
-
-        def _free(self, key: int, nbytes: int) -> None:
-            self.live -= nbytes
-            self._described.pop(key, None)
-
-        def _track(self, operator: str, tensor: torch.Tensor) -> None:
-            storage = tensor.untyped_storage()
-            if storage in self._storages:
-                return
-            nbytes = storage.nbytes()
-            key = self._next_key
-            self._next_key += 1
-            self._storages[storage] = key
-            weakref.finalize(storage, self._free, key, nbytes)
-            self.live += nbytes
-            if keep_largest:
-                self._described[key] = (nbytes, operator, tuple(tensor.shape))
-            if self.live > self.peak:
-                self.peak = self.live
-                if keep_largest:
-                    self.largest_at_peak = sorted(self._described.values(),
-                                                  reverse=True)[:keep_largest]
-
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
-                               kwargs: Any = None) -> Any:
-            out = func(*args, **(kwargs or {}))
-            tree_map_only(torch.Tensor, lambda tensor: self._track(str(func), tensor), out)
-            return out
-
-    return LiveBytesTracker()
-
-
-def _clear_model_caches() -> None:
-    """Empty every ``functools`` cache of the network's modules (e.g. position tables)."""
-    for name, module in list(sys.modules.items()):
-        if module is None or not name.startswith("s2m2_ros.model"):
-            continue
-        for value in vars(module).values():
-            if callable(getattr(value, "cache_clear", None)):
-                value.cache_clear()
-
-
-def estimate_memory(size: str, width: int, height: int, precision: str = "fp32",
-                    keep_largest: int = 0) -> MemoryEstimate:
-    """Peak tensor memory of ``StereoEngine.infer``'s tensor path, computed on fake tensors.
-
-    Mirrors the engine (CPU, no ``input_scale``): the 2×H×W×3 uint8 pair, its float RGB
-    copy, the padded batch, the network under the precision's autocast, the cropped
-    float32 maps. Raises ``EngineConfigError`` for a precision the CPU cannot autocast.
-    """
-    import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from s2m2_ros.engine import PRECISIONS, SIZE_MULTIPLE, StereoEngine, resolve_precision
-    from s2m2_ros.padding import pad_to_multiple
-
-    resolve_precision(precision, torch.device("cpu"))
-    autocast: contextlib.AbstractContextManager = (
-        contextlib.nullcontext() if precision == "fp32"
-        else torch.autocast("cpu", dtype=PRECISIONS[precision]))
-    _clear_model_caches()  # a fake tensor must not stay in a cache, nor meet a real one
-    try:
-        with FakeTensorMode():
-            network = build_network(size)
-            external = [*network.parameters(), *network.buffers()]
-            weights = sum(t.numel() * t.element_size() for t in external)
-            tracker = _live_bytes_tracker(external, keep_largest)
-            with torch.no_grad(), tracker:
-                pair = torch.empty((2, height, width, 3), dtype=torch.uint8)
-                images = StereoEngine._to_network_input(pair, "rgb")
-                del pair  # a temporary in the engine
-                padded, info = pad_to_multiple(images, SIZE_MULTIPLE)
-                with autocast:
-                    disparity, visibility, confidence = network(padded[:1], padded[1:])
-                outputs = torch.cat((disparity, visibility, confidence), dim=1).float()
-                outputs = outputs[..., info.top:info.top + info.height,
-                                  info.left:info.left + info.width]
-                maps = outputs[0].contiguous()
-                del maps, outputs, disparity, visibility, confidence, padded, images
-    finally:
-        _clear_model_caches()
-    return MemoryEstimate(weights, tracker.peak, tracker.largest_at_peak)
-
-
 # -- reporting ----------------------------------------------------------------------------
 
 def _mib(value: float | None) -> str:
@@ -407,58 +301,128 @@ def _parameters(count: int | None) -> str:
     return "—" if count is None else f"{count / 1e6:.1f} M"
 
 
+def _ratio_key(result: dict[str, Any]) -> tuple[Any, ...]:
+    return (result["size"], result["width"], result["height"], result["path"],
+            result["malloc"])
+
+
 def benchmark_table(results: list[dict[str, Any]], device: str,
                     markdown: bool) -> str:
+    """One row per configuration; with ``--rounds`` the medians over its rounds."""
     memory = ("peak allocated (MiB)", "over model (MiB)") if device == "cuda" else (
         "peak RSS (MiB)", "inference peak over model (MiB)")
-    headers = ["model", "parameters", "resolution", "precision", "path", "malloc",
-               "median latency (s)",
-               "FPS", "first call (s)", *memory, "note"]
+    headers = ["backend", "model", "parameters", "resolution", "precision", "path", "malloc",
+               "median latency (s)", "× torch fp32", "FPS", "first start (s)",
+               "second start (s)", *memory, "note"]
+    # Medians of the torch fp32 rows of the same model, size, path and allocator: the
+    # ratio's denominator, measured in the same run (rounds interleave the backends).
+    torch_fp32 = {_ratio_key(result): median(result["latencies_s"]) for result in results
+                  if result["ok"] and result["backend"] == "torch"
+                  and result["precision"] == "fp32" and not result["compile"]}
+    from s2m2_ros.zoo import MODELS
+
     rows = []
     for result in results:
         resolution = resolution_name(result["width"], result["height"])
-        common = [result["size"], _parameters(result.get("parameters")), resolution,
+        common = [result["backend"], result["size"],
+                  _parameters(MODELS[result["size"]].parameters), resolution,
                   result["precision"], result["path"], result["malloc"]]
         if not result["ok"]:
-            rows.append([*common, "—", "—", "—", "—", "—", result.get("error", "failed")])
+            rows.append([*common, *["—"] * 7, result.get("error", "failed")])
             continue
         latency = median(result["latencies_s"])
+        reference = torch_fp32.get(_ratio_key(result))
         notes = []
+        if result.get("rounds", 1) > 1:
+            notes.append(f"median of {result['rounds']} rounds × {result['repeats']} calls")
         if result.get("peak_reset") is False:
             notes.append("peak RSS includes model building (clear_refs refused)")
         if result.get("compile"):
             notes.append("compiled")
+        if result.get("options"):
+            notes.append(json.dumps(result["options"], sort_keys=True))
         if device == "cuda":
             notes.append(f"reserved {_mib(result['peak_reserved'])} MiB")
-        rows.append([*common, f"{latency:.3f}", f"{1.0 / latency:.2f}",
-                     f"{result['first_call_s']:.3f}", _mib(result["peak"]),
+        second = result.get("second_start_s")
+        rows.append([*common, f"{latency:.3f}",
+                     f"{latency / reference:.2f}" if reference else "—",
+                     f"{1.0 / latency:.2f}", f"{result['first_start_s']:.2f}",
+                     "—" if second is None else f"{second:.2f}", _mib(result["peak"]),
                      _mib(result["peak_over_model"]), "; ".join(notes)])
     return format_table(headers, rows, markdown)
 
 
+def _save_random_checkpoint(size: str, folder: str) -> str:
+    """The seeded random network of ``size`` as a checkpoint file the backends load."""
+    import torch
+
+    path = os.path.join(folder, f"random_{size}.pth")
+    if not os.path.exists(path):
+        torch.save({"state_dict": build_network(size).state_dict()}, path)
+    return path
+
+
+def _merge_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from a configuration's rounds: all latencies, the largest peak."""
+    good = [run for run in runs if run["ok"]]
+    if not good:
+        return runs[0]
+    merged = dict(good[0])
+    merged["latencies_s"] = [median(run["latencies_s"]) for run in good]
+    merged["rounds"] = len(good)
+    for name in ("peak", "peak_over_model"):
+        merged[name] = max(run[name] for run in good)
+    return merged
+
+
 def run_benchmark(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
+    """Every configuration in a fresh process; ``--rounds`` repeats the whole list, so
+    backends alternate (torch, openvino, torch, openvino, …) and share the load's drift."""
     paths = ["engine", "raw"] if args.raw else ["engine"]
-    results = []
+    workspace = tempfile.TemporaryDirectory(prefix="s2m2_model_benchmark_")
+    configs = []
     for size in args.sizes:
-        for width, height in args.resolutions:
-            for precision in args.precisions:
-                for path, malloc in itertools.product(paths, args.malloc):
-                    config = {"size": size, "width": width, "height": height,
-                              "precision": precision, "path": path, "device": device,
-                              "compile": args.compile, "threads": args.threads,
-                              "warmup": args.warmup, "repeats": args.repeats,
-                              "malloc": malloc}
-                    skip = None if device == "cuda" or args.force else _memory_skip_reason(
-                        size, width, height, precision)
-                    label = (f"{size} {resolution_name(width, height)} {precision} {path}, "
-                             f"malloc {malloc}")
-                    if skip:
-                        print(f"[model_benchmark] {label}: skipped, {skip}", file=sys.stderr)
-                        results.append({**config, "ok": False, "error": f"skipped: {skip}"})
-                        continue
-                    print(f"[model_benchmark] {label} ...", file=sys.stderr, flush=True)
-                    results.append(run_in_subprocess(config, args.timeout))
-    return results
+        checkpoint = _save_random_checkpoint(size, workspace.name)
+        for (width, height), precision, path, malloc, backend in itertools.product(
+                args.resolutions, args.precisions, paths, args.malloc, args.backends):
+            cache_dir = os.path.join(workspace.name, f"cache_{size}_{width}x{height}"
+                                     if args.shared_cache else f"cache_{len(configs)}")
+            configs.append({"backend": backend, "size": size, "width": width,
+                            "height": height, "precision": precision, "path": path,
+                            "device": device, "compile": args.compile, "threads": args.threads,
+                            "warmup": args.warmup, "repeats": args.repeats, "malloc": malloc,
+                            "checkpoint": checkpoint, "cache_dir": cache_dir,
+                            "options": args.backend_options.get(backend, {})})
+    runs: list[list[dict[str, Any]]] = [[] for _ in configs]
+    try:
+        for round_index in range(args.rounds):
+            for index, config in enumerate(configs):
+                label = (f"{config['backend']} {config['size']} "
+                         f"{resolution_name(config['width'], config['height'])} "
+                         f"{config['precision']} {config['path']}, malloc {config['malloc']}, "
+                         f"round {round_index + 1}/{args.rounds}")
+                skip = None if device == "cuda" or args.force else _memory_skip_reason(
+                    config["size"], config["width"], config["height"], config["precision"])
+                if skip:
+                    print(f"[model_benchmark] {label}: skipped, {skip}", file=sys.stderr)
+                    runs[index].append({**config, "ok": False, "error": f"skipped: {skip}"})
+                    continue
+                print(f"[model_benchmark] {label} ...", file=sys.stderr, flush=True)
+                result = run_in_subprocess(config, args.timeout)
+                if result["ok"]:
+                    result["first_start_s"] = result["build_s"] + result["first_call_s"]
+                if round_index == 0 and result["ok"] and args.second_start:
+                    # A new process with the cache the first one filled: a restart.
+                    print(f"[model_benchmark] {label}: second start ...", file=sys.stderr,
+                          flush=True)
+                    again = run_in_subprocess({**config, "warmup": 0, "repeats": 0},
+                                              args.timeout)
+                    if again["ok"]:
+                        result["second_start_s"] = again["build_s"] + again["first_call_s"]
+                runs[index].append(result)
+    finally:
+        workspace.cleanup()
+    return [_merge_rounds(config_runs) for config_runs in runs]
 
 
 def _memory_skip_reason(size: str, width: int, height: int, precision: str) -> str | None:
@@ -484,11 +448,14 @@ def run_memory_estimate(args: argparse.Namespace) -> None:
     resolutions = args.resolutions if args.resolutions_given else [
         parse_resolution(text) for text in ESTIMATE_RESOLUTIONS]
     measured: dict[tuple[str, int, int, str, str], dict[str, Any]] = {}
+    workspace = tempfile.TemporaryDirectory(prefix="s2m2_memory_estimate_")
     for size, (width, height), precision, malloc in itertools.product(
             args.sizes, args.measure_resolutions, args.precisions, args.malloc):
-        config = {"size": size, "width": width, "height": height, "precision": precision,
-                  "path": "engine", "device": "cpu", "compile": False, "threads": args.threads,
-                  "warmup": 0, "repeats": 1, "malloc": malloc}
+        config = {"backend": "torch", "size": size, "width": width, "height": height,
+                  "precision": precision, "path": "engine", "device": "cpu", "compile": False,
+                  "threads": args.threads, "warmup": 0, "repeats": 1, "malloc": malloc,
+                  "checkpoint": _save_random_checkpoint(size, workspace.name),
+                  "cache_dir": os.path.join(workspace.name, "cache"), "options": {}}
         skip = None if args.force else _memory_skip_reason(size, width, height, precision)
         label = f"{size} {resolution_name(width, height)} {precision}, malloc {malloc}"
         if skip:
@@ -497,6 +464,7 @@ def run_memory_estimate(args: argparse.Namespace) -> None:
         print(f"[model_benchmark] measuring {label} ...", file=sys.stderr, flush=True)
         measured[(size, width, height, precision, malloc)] = run_in_subprocess(
             config, args.timeout)
+    workspace.cleanup()
 
     headers = ["model", "parameters", "weights (MiB)", "resolution", "precision",
                "activations (MiB, computed)", "weights + activations (MiB, computed)"]
@@ -579,6 +547,21 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="torch (intra-op) threads in each child (default: torch's choice)")
     parser.add_argument("--raw", action="store_true",
                         help="also time the raw network forward on padded device tensors")
+    parser.add_argument("--backends", nargs="+", default=["torch"], metavar="NAME",
+                        help="backends built with create_backend (default torch; e.g. "
+                             "torch openvino onnxruntime)")
+    parser.add_argument("--backend-options", nargs="+", default=[], metavar="NAME:JSON",
+                        help='extra create_backend options of one backend, e.g. '
+                             '\'openvino:{"num_threads": 2}\'')
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the whole list of configurations this many times, "
+                             "alternating backends; medians over the rounds (default 1)")
+    parser.add_argument("--second-start", action=argparse.BooleanOptionalAction, default=True,
+                        help="after each configuration's first run, start it once more with "
+                             "the cache (export, compile) it filled (default on)")
+    parser.add_argument("--shared-cache", action="store_true",
+                        help="one engine cache per model and image size: the ONNX export is "
+                             "paid by the first exported backend's first start only")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds allowed per configuration (default 1800)")
@@ -602,8 +585,16 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                           help="list the largest tensors live at each computed peak")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be ≥ 1 and --warmup ≥ 0")
+    if args.repeats < 1 or args.warmup < 0 or args.rounds < 1:
+        parser.error("--repeats and --rounds must be ≥ 1 and --warmup ≥ 0")
+    options: dict[str, dict[str, Any]] = {}
+    for text in args.backend_options:
+        name, _, value = text.partition(":")
+        try:
+            options[name] = {**options.get(name, {}), **json.loads(value)}
+        except json.JSONDecodeError as error:
+            parser.error(f"--backend-options {text!r}: not NAME:JSON ({error})")
+    args.backend_options = options
     args.resolutions_given = args.resolutions is not None
     if args.resolutions is None:
         args.resolutions = [parse_resolution(text) for text in DEFAULT_RESOLUTIONS]
