@@ -28,7 +28,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
 from .diagnostics import DiagnosticsPublisher, HealthMonitor
-from .launch_config import DEPRECATED_TORCH_ALIAS, INPUT_TOPICS, NODE_NAME, NODE_PARAMETERS
+from .launch_config import INPUT_TOPICS, NODE_NAME
 from .node_config import (
     RESTART_PARAMETERS,
     StartupError,
@@ -39,6 +39,7 @@ from .node_config import (
 )
 from .node_inputs import create_inputs, publisher_report
 from .node_reports import SkippedFrameWarnings, StereoStatus, rate_summary, status_message
+from .parameters import DEPRECATED_TORCH_ALIAS, NODE_PARAMETERS
 from .pipeline import MIN_IMAGE_SIDE_PX, OUTPUTS, InputError, OutputSettings, process_frame
 from .shutdown import StopSignals
 from .sync import stamp_of

@@ -2,7 +2,7 @@
 """The stereo node's parameters on rclpy: declared with descriptors, checked, and
 turned into what the node runs with (output settings, a backend).
 
-The table itself (names, defaults, ranges) is `launch_config.NODE_PARAMETERS`; the
+The table itself (names, defaults, ranges) is `parameters.NODE_PARAMETERS`; the
 bag tool uses `settings_from` and `build_backend` to run exactly as the node would.
 """
 
@@ -18,7 +18,7 @@ from rclpy.node import Node
 
 from .backends import BackendError, StereoBackend, create_backend
 from .geometry import ValidityThresholds
-from .launch_config import DEPRECATED_TORCH_ALIAS, NODE_PARAMETERS, ParameterSpec
+from .parameters import DEPRECATED_TORCH_ALIAS, NODE_PARAMETERS, ParameterSpec
 from .pipeline import OUTPUTS, OutputSettings
 
 # Parameters whose change would need a new backend or synchronizer: fixed after start.

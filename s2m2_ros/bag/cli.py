@@ -20,7 +20,7 @@ from s2m2_ros.backends import available_backends
 from s2m2_ros.bag.runner import BagJob, RunSummary, run_bag
 from s2m2_ros.bag.topics import OUTPUT_CHOICES, BagError, parse_outputs
 from s2m2_ros.bag.writer import STORAGES
-from s2m2_ros.launch_config import MODEL_NAMES, NODE_PARAMETERS, parse_parameter_string
+from s2m2_ros.parameters import MODEL_NAMES, NODE_PARAMETERS, parse_parameter_string
 
 EXIT_INTERRUPTED = 130
 
