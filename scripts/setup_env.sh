@@ -87,7 +87,10 @@ fi
 
 # 4. Share files. Editable installs skip setup.py's data_files, so copy them
 # here, from setup.py itself, every time (cheap): edits to launch or config
-# files show up at once. Files removed from the repo are removed here too.
+# files show up at once. Files removed from the repo are removed here too, in the
+# folders that hold only setup.py's files: launch, config, rviz, and lib/<package>
+# (one launcher per console script). lib/<package> is matched as a whole path:
+# share/<package>, whose last component is the same, holds generated files.
 (cd "$repo" && "$python" - "$venv" <<'EOF')
 import shutil
 import sys
@@ -100,11 +103,12 @@ setuptools.setup = lambda **kwargs: captured.update(kwargs)
 exec(compile(Path("setup.py").read_text(), "setup.py", "exec"))
 
 prefix = Path(sys.argv[1])
+launchers = f"lib/{captured['name']}"
 for destination, files in captured["data_files"]:
     target = prefix / destination
     target.mkdir(parents=True, exist_ok=True)
     wanted = {Path(name).name for name in files}
-    if Path(destination).name in {"launch", "config", "rviz"}:
+    if Path(destination).name in {"launch", "config", "rviz"} or destination == launchers:
         for stale in target.iterdir():
             if stale.is_file() and stale.name not in wanted:
                 stale.unlink()

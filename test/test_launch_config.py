@@ -11,17 +11,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from s2m2_ros import launch_config
+from s2m2_ros import launch_config, parameters
 from s2m2_ros.launch_config import (
     CAMERA_PRESETS,
     LAUNCH_ARGUMENTS,
-    NODE_PARAMETERS,
-    PARAMETERS_BY_NAME,
     build_launch_plan,
     default_params_file,
     node_parameters,
-    parse_parameter_string,
     topic_remappings,
+)
+from s2m2_ros.parameters import (
+    NODE_PARAMETERS,
+    PARAMETERS_BY_NAME,
+    parse_parameter_string,
     validate_parameter,
 )
 
@@ -348,7 +350,7 @@ def load_parameters(path: Path) -> tuple[str, dict]:
     [(node_key, body)] = document.items()
     assert node_key in ("/**", "s2m2_stereo"), f"{path.name}: top-level key {node_key!r}"
     assert isinstance(body, dict) and list(body) == ["ros__parameters"], path.name
-    return node_key, launch_config._flatten(body["ros__parameters"])
+    return node_key, parameters._flatten(body["ros__parameters"])
 
 
 def test_there_are_config_files():

@@ -64,8 +64,9 @@ def _msg_fields() -> list[tuple[str, str, str]]:
 def _status_type():
     msg = pytest.importorskip(
         "s2m2_ros.msg",
+        # scripts/build_interfaces.sh keeps one build folder per venv.
         reason="generated s2m2_ros.msg is not importable: run scripts/setup_env.sh "
-        "(see build/interfaces/build.log)",
+        f"(see build/interfaces/{Path(sys.prefix).name}/build.log)",
     )
     return msg.StereoStatus
 

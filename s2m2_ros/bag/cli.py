@@ -20,7 +20,7 @@ from s2m2_ros.backends import available_backends
 from s2m2_ros.bag.runner import BagJob, RunSummary, run_bag
 from s2m2_ros.bag.topics import OUTPUT_CHOICES, BagError, parse_outputs
 from s2m2_ros.bag.writer import STORAGES
-from s2m2_ros.launch_config import MODEL_NAMES, NODE_PARAMETERS, parse_parameter_string
+from s2m2_ros.parameters import MODEL_NAMES, NODE_PARAMETERS, parse_parameter_string
 
 EXIT_INTERRUPTED = 130
 
@@ -136,9 +136,9 @@ def node_parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_job(args: argparse.Namespace, params: dict[str, Any]) -> BagJob:
-    from s2m2_ros.node import StereoNode
+    from s2m2_ros.node_config import settings_from
 
-    settings = StereoNode._settings_from(params)  # the node's own parameter → settings map
+    settings = settings_from(params)  # the node's own parameter → settings map
     if args.outputs is not None:
         settings = dataclasses.replace(settings, outputs=args.outputs)
     if not settings.outputs:
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: s2m2-bag needs {' and '.join(missing)}: pip install {' '.join(missing)}",
               file=sys.stderr)
         return 1
-    from s2m2_ros.node import StartupError, build_backend
+    from s2m2_ros.node_config import StartupError, build_backend
 
     try:
         params = node_parameters(args)

@@ -1,40 +1,30 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Health of the stereo node: a pure `HealthMonitor` fed with events, and a
-`DiagnosticsPublisher` that puts its verdicts on /diagnostics.
-
-The monitor says what is wrong and, where it can tell, why: an input without a
-publisher (remapping), a publisher whose messages never arrive (a QoS the node can see
-is incompatible, else messages lost in transport, typically large images over UDP
-with small socket buffers), a missing camera_info, left/right stamps that never pair
-(synchronisation policy), or input time that jumped back.
-All times are seconds; `now_s` is any monotonic clock, the same for every call.
-"""
+"""`HealthMonitor`: input, synchronisation and output events in, one verdict per
+status out; pure (no ROS), all times in seconds of one monotonic clock."""
 
 from __future__ import annotations
 
-import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from .launch_config import INPUT_TOPICS
-
-# Levels as diagnostic_msgs/DiagnosticStatus.
-OK = 0
-WARN = 1
-ERROR = 2
-STALE = 3
-
-LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
-
-STATUS_INPUTS = "inputs"
-STATUS_SYNC = "synchronization"
-STATUS_PROCESSING = "processing"
-STATUS_DEVICE = "device"
-STATUS_NAMES = (STATUS_INPUTS, STATUS_SYNC, STATUS_PROCESSING, STATUS_DEVICE)
+from ..launch_config import INPUT_TOPICS
+from .measures import SlidingRate, cuda_memory_allocated_bytes
+from .status import (
+    ERROR,
+    LEFT_IMAGE,
+    LEFT_INFO,
+    OK,
+    RIGHT_IMAGE,
+    RIGHT_INFO,
+    STALE,
+    STATUS_DEVICE,
+    STATUS_INPUTS,
+    STATUS_PROCESSING,
+    STATUS_SYNC,
+    WARN,
+    HealthStatus,
+)
 
 _TRANSPORT_HINT = (
     ", so large messages are likely lost in transport (Fast DDS over UDP with small "
@@ -42,65 +32,6 @@ _TRANSPORT_HINT = (
     "the camera driver and the node, and raise net.core.rmem_max to match)")
 _STAMP_HISTORY = 20  # recent stamps per topic kept to look for a pairable stamp
 _EPSILON_S = 1e-6  # stamps built from identical sec/nanosec may still differ in rounding
-
-
-@dataclass(frozen=True)
-class HealthStatus:
-    """One named verdict, as a DiagnosticStatus without ROS."""
-
-    name: str
-    level: int
-    message: str
-    values: dict[str, str] = field(default_factory=dict)
-
-
-def cuda_memory_allocated_bytes(device: str) -> int | None:
-    """Bytes held by PyTorch's CUDA allocator on `device`, or None when not on CUDA.
-
-    Only looks at torch if something already imported it: the monitor must not pull in
-    torch (seconds of import) just to report "n/a".
-    """
-    torch = sys.modules.get("torch")
-    if torch is None or not device.startswith("cuda"):
-        return None
-    try:
-        if not torch.cuda.is_available():
-            return None
-        return int(torch.cuda.memory_allocated(device))
-    except Exception:  # a bad device string or a lost context must not kill diagnostics
-        return None
-
-
-class _Rate:
-    """Event times inside a sliding window, for a rate in Hz."""
-
-    def __init__(self, window_s: float) -> None:
-        self.window_s = window_s
-        self.times: deque[float] = deque()
-        self.first_s: float | None = None
-
-    def add(self, now_s: float) -> None:
-        if self.first_s is None:
-            self.first_s = now_s
-        self.times.append(now_s)
-        self.prune(now_s)
-
-    def prune(self, now_s: float) -> None:
-        while self.times and self.times[0] < now_s - self.window_s:
-            self.times.popleft()
-
-    def hz(self, now_s: float) -> float:
-        self.prune(now_s)
-        if self.first_s is not None and now_s - self.first_s >= self.window_s:
-            # Over a full window, so that a stream that stops fades out instead of
-            # reporting its old rate until the window empties.
-            return len(self.times) / self.window_s
-        if len(self.times) < 2:
-            return 0.0
-        # Until the window has filled: events over the time since the oldest one, up
-        # to now (not to the newest event), so a burst that stopped fades out too.
-        span = now_s - self.times[0]
-        return (len(self.times) - 1) / span if span > 0 else 0.0
 
 
 class HealthMonitor:
@@ -149,15 +80,15 @@ class HealthMonitor:
         self._lock = threading.Lock()
         self._start_s = start_s
 
-        self._input_rates = [_Rate(window_s) for _ in self.topics]
+        self._input_rates = [SlidingRate(window_s) for _ in self.topics]
         self._last_arrival: list[float | None] = [None] * 4
         self._stamps: list[deque[float]] = [deque(maxlen=_STAMP_HISTORY) for _ in self.topics]
         self._publisher_counts: list[int | None] = [None] * 4
         self._images_live_since: float | None = None
 
-        self._sync_rate = _Rate(window_s)
+        self._sync_rate = SlidingRate(window_s)
         self._last_sync: float | None = None
-        self._output_rate = _Rate(window_s)
+        self._output_rate = SlidingRate(window_s)
         self._latencies: deque[tuple[float, float]] = deque()
         self._last_result: float | None = None
         self._last_latency: float | None = None
@@ -487,111 +418,3 @@ class HealthMonitor:
         return HealthStatus(STATUS_DEVICE, OK, self.device,
                             {"device": self.device, "gpu memory allocated [MiB]": text,
                              **self.backend_info})
-
-
-class DiagnosticsPublisher:
-    """Publishes a HealthMonitor's verdicts on /diagnostics once per `period_s`.
-
-    With diagnostic_updater installed it registers one task per status on an Updater
-    (names "<node name>: <status>", parameter diagnostic_updater.period); without it,
-    it publishes the same DiagnosticArray from its own timer.
-    """
-
-    def __init__(
-        self,
-        node: Any,
-        monitor: HealthMonitor,
-        *,
-        hardware_id: str | None = None,
-        period_s: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        use_diagnostic_updater: bool | None = None,
-    ) -> None:
-        self.node = node
-        self.monitor = monitor
-        self._hardware_id = hardware_id
-        self._clock = clock
-        self._updater: Any = None
-        self._publisher: Any = None
-        self._timer: Any = None
-
-        updater_module = None
-        if use_diagnostic_updater is not False:
-            try:
-                import diagnostic_updater as updater_module
-            except ImportError:
-                if use_diagnostic_updater:
-                    raise
-        if updater_module is not None:
-            try:
-                self._updater = updater_module.Updater(node, period=period_s)
-            except TypeError:  # releases before Humble take no period
-                self._updater = updater_module.Updater(node)
-            self._updater.setHardwareID(self.hardware_id)
-            for name in STATUS_NAMES:
-                self._updater.add(name, self._task(name))
-        else:
-            from diagnostic_msgs.msg import DiagnosticArray
-
-            self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-            self._timer = node.create_timer(period_s, self.publish_now)
-
-    @property
-    def hardware_id(self) -> str:
-        """The given hardware id, else the monitor's device, else the node name."""
-        return self._hardware_id or self.monitor.device or self.node.get_name()
-
-    @property
-    def uses_diagnostic_updater(self) -> bool:
-        return self._updater is not None
-
-    def _status_named(self, name: str) -> HealthStatus:
-        for status in self.monitor.evaluate(self._clock()):
-            if status.name == name:
-                return status
-        raise KeyError(name)
-
-    def _task(self, name: str) -> Callable[[Any], Any]:
-        def fill(stat: Any) -> Any:
-            status = self._status_named(name)
-            stat.summary(bytes([status.level]), status.message)
-            stat.hardware_id = self.hardware_id
-            for key, value in status.values.items():
-                stat.add(key, value)
-            return stat
-
-        return fill
-
-    def to_message(self) -> Any:
-        """The current verdicts as a diagnostic_msgs/DiagnosticArray."""
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-
-        array = DiagnosticArray()
-        array.header.stamp = self.node.get_clock().now().to_msg()
-        prefix = self.node.get_name()
-        for status in self.monitor.evaluate(self._clock()):
-            array.status.append(DiagnosticStatus(
-                level=bytes([status.level]),
-                name=f"{prefix}: {status.name}",  # as diagnostic_updater names tasks
-                message=status.message,
-                hardware_id=self.hardware_id,
-                values=[KeyValue(key=key, value=value) for key, value in status.values.items()],
-            ))
-        return array
-
-    def publish_now(self) -> None:
-        """Publish the verdicts immediately (the timer calls this every period)."""
-        if self._updater is not None:
-            self._updater.force_update()
-        else:
-            self._publisher.publish(self.to_message())
-
-    def destroy(self) -> None:
-        """Stop publishing; the node stays usable."""
-        timer = self._timer or getattr(self._updater, "timer", None)
-        publisher = self._publisher or getattr(self._updater, "publisher", None)
-        if timer is not None:
-            self.node.destroy_timer(timer)
-        if publisher is not None:
-            self.node.destroy_publisher(publisher)
-        self._timer = self._publisher = self._updater = None
