@@ -18,28 +18,13 @@ import numpy as np
 
 from s2m2_ros import geometry, image_io
 from s2m2_ros.backends import BACKEND_NAMES, BackendError, create_backend
+from s2m2_ros.cli_args import OneLineErrorParser, positive_float
 from s2m2_ros.engine import EngineConfigError
 from s2m2_ros.zoo import MODELS, CheckpointError, user_cache_dir
 
 
-class _Parser(argparse.ArgumentParser):
-    # One line on stderr instead of usage + message, like every other failure here.
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
 def _scale(text: str) -> float:
-    value = _positive_float(text)
+    value = positive_float(text)
     if value > 1.0:
         raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
     return value
@@ -56,7 +41,7 @@ def _iterations(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog="s2m2-infer",
         description="Dense disparity, confidence and occlusion (and optionally depth and a "
         "point cloud) for one rectified stereo pair with the S2M2 network.",
@@ -121,12 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--focal",
-        type=_positive_float,
+        type=positive_float,
         metavar="PX",
         help="focal length in pixels (with --baseline: depth.png, cloud.ply)",
     )
     parser.add_argument(
-        "--baseline", type=_positive_float, metavar="M", help="stereo baseline in metres"
+        "--baseline", type=positive_float, metavar="M", help="stereo baseline in metres"
     )
     parser.add_argument(
         "--cx", type=float, metavar="PX", help="principal point x (default: image centre)"

@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from s2m2_ros.backends.inputs import (
     maps_at_input_size,
     padded_size,
     prepare_network_input,
+    timed_warmup,
     to_network_input,
 )
 
@@ -41,19 +42,8 @@ PRECISIONS: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
 }
 # Re-exported: the shared input handling lives in s2m2_ros.backends.inputs.
-__all__ = ["COLOR_ORDERS", "PRECISIONS", "SIZE_MULTIPLE", "EngineConfigError", "StereoBackend",
+__all__ = ["COLOR_ORDERS", "PRECISIONS", "SIZE_MULTIPLE", "EngineConfigError",
            "StereoEngine", "StereoResult", "padded_size", "resolve_device", "resolve_precision"]
-
-
-@runtime_checkable
-class StereoBackend(Protocol):
-    """Anything that turns a rectified pair into a :class:`StereoResult`."""
-
-    name: str
-
-    def infer(
-        self, left: np.ndarray, right: np.ndarray, color_order: str = "rgb"
-    ) -> StereoResult: ...
 
 
 class EngineConfigError(ValueError):
@@ -327,14 +317,5 @@ class StereoEngine:
 
     def warmup(self, height: int, width: int, channels: int = 3) -> float:
         """Run one inference at this image size (compiles under ``compile=True``); ms."""
-        if height < 1 or width < 1:
-            raise ValueError(f"warm-up size must be positive, got {height}×{width}")
-        # Textured noise, not zeros: some kernels specialise on degenerate inputs.
-        generator = np.random.default_rng(0)
-        shape = (height, width) if channels == 1 else (height, width, channels)
-        left = generator.integers(0, 256, size=shape, dtype=np.uint8)
-        right = np.roll(left, -min(8, width - 1), axis=1)
-        start = time.perf_counter()
-        self.infer(left, right)
-        return (time.perf_counter() - start) * 1e3
+        return timed_warmup(self.infer, height, width, channels)
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from s2m2_ros.backends import StereoBackend
+from s2m2_ros.backends.torch import TorchBackend
 from s2m2_ros.engine import (
     EngineConfigError,
-    StereoBackend,
     StereoEngine,
     StereoResult,
     resolve_precision,
@@ -194,13 +195,16 @@ def test_options_forward_to_the_network(network):
         network.refine_iters, network.allow_negative = before
 
 
-def test_describe_and_protocol(engine, network):
+def test_describe_and_backend_interface(engine, network):
     info = engine.describe()
     assert info["model"] == "S2M2"
     assert info["device"] == "cpu" and info["precision"] == "fp32"
     assert info["compile"] is False
     assert info["parameters"] == sum(p.numel() for p in network.parameters())
-    assert isinstance(engine, StereoBackend)
+    backend = TorchBackend(engine)  # what create_backend("torch") wraps the engine in
+    assert isinstance(backend, StereoBackend)
+    assert backend.describe()["backend"] == "torch"
+    assert backend.describe()["parameters"] == info["parameters"]
 
 
 def test_from_model_name_with_a_checkpoint(tmp_path, network):

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from s2m2_ros.engine import StereoBackend, StereoResult
+from s2m2_ros.backends import StereoBackend, StereoResult, create_backend
 from s2m2_ros.sgbm import (
     SgbmBackend,
     SgbmParameters,
@@ -120,9 +120,11 @@ def test_visibility_marks_the_occluded_band(backend):
     assert result.confidence[band].mean() < result.confidence[interior].mean() - 0.5
 
 
-def test_is_a_stereo_backend(backend):
+def test_is_a_stereo_backend():
+    backend = create_backend("sgbm")
     assert isinstance(backend, StereoBackend)
     assert backend.name == "sgbm"
+    assert backend.disparity_step_px == 1.0 / 16.0
 
 
 def test_color_order_and_bit_depth_do_not_change_the_geometry(backend):

@@ -8,14 +8,13 @@ use only what is declared here, so they never branch on which runtime runs.
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from s2m2_ros.backends.inputs import StereoResult
+from s2m2_ros.backends.inputs import StereoResult, timed_warmup
 
 __all__ = ["BackendError", "StereoBackend", "StereoResult"]
 
@@ -69,16 +68,7 @@ class StereoBackend(ABC):
 
     def warmup(self, height: int, width: int, channels: int = 3) -> float:
         """Run one inference at this size (compiles or exports where needed); ms taken."""
-        if height < 1 or width < 1:
-            raise ValueError(f"warm-up size must be positive, got {height}×{width}")
-        # Textured noise, not zeros: some kernels specialise on degenerate inputs.
-        generator = np.random.default_rng(0)
-        shape = (height, width) if channels == 1 else (height, width, channels)
-        left = generator.integers(0, 256, size=shape, dtype=np.uint8)
-        right = np.roll(left, -min(8, width - 1), axis=1)
-        start = time.perf_counter()
-        self.infer(left, right)
-        return (time.perf_counter() - start) * 1e3
+        return timed_warmup(self.infer, height, width, channels)
 
     def set_option(self, name: str, value: Any) -> None:
         """Change a run-time option (one of :attr:`runtime_options`)."""

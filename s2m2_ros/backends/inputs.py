@@ -11,6 +11,8 @@ ONNX runtimes (OpenVINO, ONNX Runtime) on the CPU around their own session.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,3 +161,18 @@ def maps_at_input_size(disparity: torch.Tensor, visibility: torch.Tensor,
     outputs[:, 0] *= width / pad_info.width
     # Contiguous, so callers can hand the maps to cv2 or ROS messages directly.
     return list(outputs[0].contiguous().cpu().numpy())
+
+
+def timed_warmup(infer: Callable[[np.ndarray, np.ndarray], object], height: int, width: int,
+                 channels: int = 3) -> float:
+    """Milliseconds ``infer`` takes for one textured pair of this size (a warm-up run)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"warm-up size must be positive, got {height}×{width}")
+    # Textured noise, not zeros: some kernels specialise on degenerate inputs.
+    generator = np.random.default_rng(0)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    left = generator.integers(0, 256, size=shape, dtype=np.uint8)
+    right = np.roll(left, -min(8, width - 1), axis=1)
+    start = time.perf_counter()
+    infer(left, right)
+    return (time.perf_counter() - start) * 1e3

@@ -20,35 +20,10 @@ from s2m2_ros.backends import available_backends
 from s2m2_ros.bag.runner import BagJob, RunSummary, run_bag
 from s2m2_ros.bag.topics import OUTPUT_CHOICES, BagError, parse_outputs
 from s2m2_ros.bag.writer import STORAGES
+from s2m2_ros.cli_args import OneLineErrorParser, non_negative_float, positive_int
 from s2m2_ros.parameters import MODEL_NAMES, NODE_PARAMETERS, parse_parameter_string
 
 EXIT_INTERRUPTED = 130
-
-
-class _Parser(argparse.ArgumentParser):
-    # One line on stderr instead of usage + message, like every other failure here.
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a non-negative number")
-    return value
 
 
 def _outputs(text: str) -> frozenset[str]:
@@ -66,7 +41,7 @@ def _parameter(text: str) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog="s2m2-bag",
         description="Run every stereo pair of a rosbag2 bag (mcap or sqlite3) through the "
         "stereo node's backend and post-processing, and write a new bag with disparity, "
@@ -83,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--weights", metavar="PATH", help="checkpoint file (overrides --model)")
     network.add_argument("--weights-dir", metavar="DIR", help="folder searched for checkpoints")
     network.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    network.add_argument("--batch", type=_positive_int, default=1, metavar="N",
+    network.add_argument("--batch", type=positive_int, default=1, metavar="N",
                          help="pairs per network call where the backend batches (default 1)")
     network.add_argument("-p", "--param", type=_parameter, action="append", default=[],
                          metavar="NAME:=VALUE", help="any node parameter, e.g. "
@@ -99,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="namespace of the outputs (default: the input namespace)")
     topics.add_argument("--approximate-sync", action="store_true",
                         help="pair by approximate stamps, as the node's approximate_sync")
-    topics.add_argument("--sync-tolerance", type=_seconds, metavar="S",
+    topics.add_argument("--sync-tolerance", type=non_negative_float, metavar="S",
                         help="with --approximate-sync, the largest stamp difference "
                         "(default 0: no bound)")
-    topics.add_argument("--queue-size", type=_positive_int, default=100, metavar="N",
+    topics.add_argument("--queue-size", type=positive_int, default=100, metavar="N",
                         help="synchronizer queue, in stamps (default 100)")
     output = parser.add_argument_group("output")
     output.add_argument("--outputs", type=_outputs, metavar="LIST",
