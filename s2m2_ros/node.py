@@ -281,11 +281,12 @@ class StereoNode(Node):
         settings = self._settings
         if min(width, height) < MIN_IMAGE_SIDE_PX or width * height > settings.max_input_pixels:
             return  # the frame will be rejected; don't compile for it
-        self.get_logger().info(f"compiling the network for {width}x{height} images "
-                               "(torch.compile); the first frame waits for it")
+        backend = self._backend.describe()["backend"]
+        self.get_logger().info(f"preparing the {backend} backend for {width}x{height} images "
+                               "(compile or export); the first frame waits for it")
         elapsed_ms = self._backend.warmup(height, width)
         self._compiled_sizes.add((width, height))
-        self.get_logger().info(f"compiled for {width}x{height} in {elapsed_ms / 1e3:.1f} s")
+        self.get_logger().info(f"ready for {width}x{height} in {elapsed_ms / 1e3:.1f} s")
 
     def _process(self, pair: _Pair) -> None:
         left, right, left_info, right_info = pair.messages

@@ -36,6 +36,22 @@ def _apply_ros_defaults() -> None:
 _apply_ros_defaults()
 
 
+def _keep_caches_out_of_home() -> None:
+    """Exported graphs and compiled kernels go to a folder of this run, not the user's
+    ~/.cache (node processes inherit it); tests that check caching set their own."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="s2m2_ros_test_cache_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ.setdefault("S2M2_ENGINE_CACHE", os.path.join(folder, "engines"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(folder, "inductor"))
+
+
+_keep_caches_out_of_home()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "ros: the module starts rclpy or a ROS process (set automatically)")

@@ -54,14 +54,15 @@ STATUS_MISSING = ("s2m2_ros.msg.StereoStatus is not importable (run "
                   "scripts/build_interfaces.sh): the node publishes no status")
 
 
-def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A randomly initialised S2M2(32, 1) in the published ``{"state_dict": ...}`` layout."""
+def write_tiny_checkpoint(path: Path, seed: int = 0, channels: int = 32) -> Path:
+    """A randomly initialised S2M2(channels, 1) in the published ``{"state_dict": ...}``
+    layout (32 channels: the tiny network)."""
     import torch
 
     from s2m2_ros.model import S2M2
 
     torch.manual_seed(seed)
-    model = S2M2(32, 1)
+    model = S2M2(channels, 1)
     torch.save({"state_dict": model.state_dict()}, path)
     return path
 

@@ -7,7 +7,7 @@ takes (before, a frame of more than 10 s ended in an abort); a second signal (Ct
 again, or ``ros2 launch`` escalating SIGINT to SIGTERM) exits within 2 s, without
 abort or traceback.
 
-The slow frame is honest work: a tiny S2M2(32, 1) with 16 refinement iterations on an
+The slow frame is honest work: a small S2M2(64, 1) with 16 refinement iterations on an
 image whose size is chosen from a measured frame, so that it takes about
 ``SLOW_FRAME_S`` on this machine, whatever its load.
 """
@@ -54,12 +54,17 @@ SCENARIOS = ("sigint_long_frame", "sigint_twice", "sigint_then_sigterm", "sigter
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeProcess]]:
     """One node per scenario, started together so that their imports overlap."""
     folder = tmp_path_factory.mktemp("shutdown")
-    weights = write_tiny_checkpoint(folder / "tiny.pth")
+    weights = {name: write_tiny_checkpoint(folder / "tiny.pth") for name in SCENARIOS}
+    # Twice the tiny network's width (about 4x its work): a frame of well over 10 s fits
+    # under the largest pair that gets through the test namespace's DDS, even on a fast,
+    # idle machine (the tiny network took 6 s there at that size).
+    weights["sigint_long_frame"] = write_tiny_checkpoint(folder / "wider.pth", channels=64)
     processes = {}
     try:
         for name in SCENARIOS:
             processes[name] = NodeProcess(
-                {"weights": str(weights), "device": "cpu", "refine_iters": 16,
+                {"backend": "torch", "weights": str(weights[name]), "device": "cpu",
+                 "refine_iters": 16,
                  "status_period_s": 0.0}, f"/{name}", folder / name)
         yield processes
     finally:
