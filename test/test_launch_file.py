@@ -287,7 +287,7 @@ else:
             executor.spin_until_future_complete(future, timeout_sec=10.0)
             assert future.done()
             backend, model, refine_iters, approximate_sync, device = future.result().values
-            assert backend.string_value == "s2m2"  # packaged config/s2m2_stereo.yaml
+            assert backend.string_value == "auto"  # packaged config/s2m2_stereo.yaml
             assert model.string_value == "M"  # idem; the weights file decides the network
             assert refine_iters.integer_value == 2  # node_parameters pass-through
             assert approximate_sync.bool_value is True  # named launch argument
