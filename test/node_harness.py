@@ -13,6 +13,7 @@ not check the node's conversions against themselves.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -694,3 +695,14 @@ class StereoRig:
         future.add_done_callback(lambda _future: done.set())
         assert done.wait(timeout_s), "service call timed out"
         return future.result()
+
+
+@contextlib.contextmanager
+def connected_rig(node: NodeProcess, namespace: str) -> Iterator[StereoRig]:
+    """A rig on ``namespace`` whose topics are matched with ``node``'s; closed after."""
+    rig = StereoRig(namespace)
+    try:
+        rig.wait_connected(node)
+        yield rig
+    finally:
+        rig.close()

@@ -36,6 +36,7 @@ from node_harness import (  # noqa: E402  (after the skips)
     StereoRig,
     camera_info_message,
     cloud_fields,
+    connected_rig,
     grey,
     image_array,
     image_message,
@@ -81,15 +82,11 @@ def node(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def rig(node: NodeProcess) -> Iterator[StereoRig]:
-    rig = StereoRig(NAMESPACE)
-    try:
-        rig.wait_connected(node)
+    with connected_rig(node, NAMESPACE) as rig:
         # Warm-up: the first pair also proves the path works before the real checks.
         left, right = textured_pair()
         rig.round_trip(pair_messages(left, right, rig.new_stamp()), timeout_s=90.0)
         yield rig
-    finally:
-        rig.close()
 
 
 @pytest.fixture

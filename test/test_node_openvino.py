@@ -25,6 +25,7 @@ from node_harness import (  # noqa: E402  (after the skips)
     WIDTH,
     NodeProcess,
     StereoRig,
+    connected_rig,
     image_array,
     pair_messages,
     textured_pair,
@@ -67,12 +68,8 @@ def node(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def rig(node: NodeProcess) -> Iterator[StereoRig]:
-    rig = StereoRig(NAMESPACE)
-    try:
-        rig.wait_connected(node)
+    with connected_rig(node, NAMESPACE) as rig:
         yield rig
-    finally:
-        rig.close()
 
 
 def test_openvino_node_publishes_what_torch_computes(node: NodeProcess, rig: StereoRig,

@@ -26,6 +26,7 @@ from node_harness import (  # noqa: E402  (after the skips)
     StereoRig,
     camera_info_message,
     cloud_fields,
+    connected_rig,
     image_array,
     image_message,
     pair_messages,
@@ -51,12 +52,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 @pytest.fixture(scope="module")
 def rig(node: NodeProcess) -> Iterator[StereoRig]:
-    rig = StereoRig(NAMESPACE)
-    try:
-        rig.wait_connected(node)
+    with connected_rig(node, NAMESPACE) as rig:
         yield rig
-    finally:
-        rig.close()
 
 
 def _pair() -> tuple[np.ndarray, np.ndarray]:
